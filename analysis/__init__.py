@@ -1,0 +1,1 @@
+"""Metric providers and the statistical judge: numbers in, verdicts out, no Kubernetes."""

@@ -1,0 +1,1 @@
+"""CustomResourceDefinitions shipped as package data."""

@@ -1,0 +1,1 @@
+"""The dashboard API and its web page."""

@@ -1,0 +1,1 @@
+"""Example manifests shipped as package data (used by the demo)."""

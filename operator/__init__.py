@@ -1,0 +1,1 @@
+"""The Kopf operator: thin handlers around a pure rollout state machine."""

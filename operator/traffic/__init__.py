@@ -1,0 +1,1 @@
+"""Traffic routers: one module per router behind one small interface."""

@@ -1,0 +1,1 @@
+"""The embedded sandbox: Kubernetes API emulator, workloads, Prometheus, load."""
