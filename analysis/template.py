@@ -1,0 +1,195 @@
+"""The AnalysisTemplate resource as typed models.
+
+An AnalysisTemplate says *what* to measure (PromQL queries per track) and *how
+strictly* to judge it (alpha, tolerance, limits). These models validate a
+user's YAML before any query runs, so a typo or an impossible setting is
+reported with its field path instead of surfacing later as a failed analysis.
+The CRD in ``crds/analysistemplate.yaml`` mirrors them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "siskin.dev"
+VERSION = "v1alpha1"
+KIND = "AnalysisTemplate"
+PLURAL = "analysistemplates"
+
+DURATION_PATTERN = r"^[0-9]+(ms|s|m|h)$"
+_DURATION_RE = re.compile(DURATION_PATTERN)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+# `{{ name }}`, `{{namespace}}`, `{{interval}}`, `{{args.service}}`; whitespace inside the braces is allowed.
+PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+BUILTIN_PLACEHOLDERS = frozenset({"namespace", "name", "interval"})
+ARG_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+METRIC_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+PROMETHEUS_METRIC_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as ``250ms``, ``10s``, ``5m`` or ``1h``."""
+    match = _DURATION_RE.match(text)
+    if match is None:
+        raise ValueError(f"invalid duration {text!r}: use a whole number with ms, s, m or h, e.g. '10s'")
+    unit = match.group(1)
+    return int(text[: -len(unit)]) * _UNIT_SECONDS[unit]
+
+
+def _check_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+def _check_positive_duration(text: str) -> str:
+    if parse_duration(text) <= 0:
+        raise ValueError(f"duration {text!r} must be greater than zero")
+    return text
+
+
+Duration = Annotated[str, AfterValidator(_check_duration)]
+PositiveDuration = Annotated[str, AfterValidator(_check_positive_duration)]
+
+
+class _Model(BaseModel):
+    """Base: camelCase aliases as in the YAML, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+class TemplateArg(_Model):
+    """A value a query refers to as ``{{args.NAME}}``; a Rollout may override it."""
+
+    name: str = Field(pattern=ARG_NAME_PATTERN)
+    value: str | None = None
+
+
+class PrometheusSettings(_Model):
+    """Where Prometheus is and how long one query may take."""
+
+    address: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    timeout: PositiveDuration = "10s"
+
+
+class ProviderSpec(_Model):
+    """The metrics source; only Prometheus exists today."""
+
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+
+
+class ErrorsMetric(_Model):
+    """Bad events among requests, both as PromQL aggregated ``by (track)``."""
+
+    requests: str = Field(min_length=1)
+    events: str = Field(min_length=1)
+
+
+class LatencyMetric(_Model):
+    """Requests slower than ``threshold``, read from a Prometheus histogram's buckets."""
+
+    histogram: str = Field(pattern=PROMETHEUS_METRIC_PATTERN)
+    selector: str = ""
+    threshold: PositiveDuration
+
+
+class MetricSpec(_Model):
+    """One judged metric: exactly one of ``errors`` or ``latency``, plus its limits."""
+
+    name: str = Field(pattern=METRIC_NAME_PATTERN, max_length=63)
+    errors: ErrorsMetric | None = None
+    latency: LatencyMetric | None = None
+    tolerance: float = Field(default=1.2, ge=1.0, le=100.0)
+    max_ratio: float = Field(default=1.5, gt=1.0, le=100.0)
+    min_events: int = Field(default=20, ge=0)
+    failure_limit: int = Field(default=0, ge=0)
+    inconclusive_limit: int = Field(default=0, ge=0)
+    consecutive_error_limit: int = Field(default=4, ge=0)
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> MetricSpec:
+        kinds = [kind for kind in ("errors", "latency") if getattr(self, kind) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                f"metric {self.name!r} needs exactly one of 'errors' or 'latency' (found {kinds or 'none'})"
+            )
+        return self
+
+    def query_texts(self) -> list[str]:
+        """The user-written texts that may hold placeholders."""
+        if self.errors is not None:
+            return [self.errors.requests, self.errors.events]
+        assert self.latency is not None
+        return [self.latency.selector]
+
+
+class AnalysisTemplateSpec(_Model):
+    """What to measure and how strictly; ``spec`` of an AnalysisTemplate."""
+
+    args: list[TemplateArg] = Field(default_factory=list)
+    provider: ProviderSpec = Field(default_factory=ProviderSpec)
+    judge: Literal["sequential"] = "sequential"
+    alpha: float = Field(default=0.01, gt=0.0, le=0.5)
+    interval: PositiveDuration = "10s"
+    min_duration: Duration = "60s"
+    metrics: list[MetricSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AnalysisTemplateSpec:
+        _unique([m.name for m in self.metrics], "metric")
+        _unique([a.name for a in self.args], "arg")
+        declared = {a.name for a in self.args}
+        for metric in self.metrics:
+            for text in metric.query_texts():
+                for placeholder in PLACEHOLDER_RE.findall(text):
+                    _check_placeholder(placeholder, declared, metric.name)
+        return self
+
+    @property
+    def interval_seconds(self) -> float:
+        """The window length in seconds."""
+        return parse_duration(self.interval)
+
+    @property
+    def min_duration_seconds(self) -> float:
+        """Analysed time needed before a PASS, in seconds."""
+        return parse_duration(self.min_duration)
+
+
+class AnalysisTemplate(_Model):
+    """A whole AnalysisTemplate object as found in YAML or the Kubernetes API."""
+
+    api_version: Literal["siskin.dev/v1alpha1"] = "siskin.dev/v1alpha1"
+    kind: Literal["AnalysisTemplate"] = "AnalysisTemplate"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: AnalysisTemplateSpec
+
+
+def _unique(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{what} name {name!r} is used twice; names must be unique")
+        seen.add(name)
+
+
+def _check_placeholder(placeholder: str, declared_args: set[str], metric: str) -> None:
+    if placeholder in BUILTIN_PLACEHOLDERS:
+        return
+    if placeholder.startswith("args."):
+        arg = placeholder.removeprefix("args.")
+        if arg not in declared_args:
+            raise ValueError(
+                f"metric {metric!r} refers to {{{{args.{arg}}}}} but spec.args declares no arg {arg!r}"
+            )
+        return
+    raise ValueError(
+        f"metric {metric!r} uses unknown placeholder {{{{{placeholder}}}}}; "
+        "known: {{namespace}}, {{name}}, {{interval}}, {{args.NAME}}"
+    )

@@ -1,0 +1,178 @@
+"""The analysis against a real Prometheus scraping a tiny exporter with a bad and a healthy canary."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+from siskin.analysis.prometheus import PrometheusProvider
+from siskin.analysis.provider import QueryError
+from siskin.analysis.queries import QueryContext
+from siskin.analysis.run import advance, look
+from siskin.analysis.template import AnalysisTemplateSpec
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from prometheus_fixture import PrometheusServer, free_port  # noqa: E402
+
+pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus binary not installed")
+
+INTERVAL_SECONDS = 3
+RPS_PER_TRACK = 100
+# rollout -> track -> (error share, slow share)
+BEHAVIOUR = {
+    "bad": {"baseline": (0.01, 0.02), "canary": (0.20, 0.40), "stable": (0.01, 0.02)},
+    "equal": {"baseline": (0.02, 0.05), "canary": (0.02, 0.05), "stable": (0.02, 0.05)},
+}
+
+
+class Exporter:
+    """Simulated traffic for two rollouts, exposed on a loopback port in the Prometheus format."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["namespace", "rollout", "track"]
+        self.requests = Counter("http_requests", "Requests.", [*labels, "code"], registry=self.registry)
+        self.duration = Histogram(
+            "http_request_duration_seconds", "Latency.", labels,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0), registry=self.registry,
+        )
+        self.port = free_port()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._server: Any = None
+
+    def start(self) -> None:
+        self._server = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if isinstance(self._server, tuple):
+            self._server[0].shutdown()
+
+    def _run(self) -> None:
+        rng = random.Random(7)
+        tick = 0.1
+        while not self._stop.wait(tick):
+            for rollout, tracks in BEHAVIOUR.items():
+                for track, (error_share, slow_share) in tracks.items():
+                    for _ in range(int(RPS_PER_TRACK * tick)):
+                        code = "500" if rng.random() < error_share else "200"
+                        self.requests.labels("demo", rollout, track, code).inc()
+                        latency = 0.4 if rng.random() < slow_share else 0.02
+                        self.duration.labels("demo", rollout, track).observe(latency)
+
+
+TEMPLATE = AnalysisTemplateSpec.model_validate({
+    "alpha": 0.01,
+    "interval": f"{INTERVAL_SECONDS}s",
+    "minDuration": "6s",
+    "metrics": [
+        {
+            "name": "errors",
+            "errors": {
+                "requests": 'sum by (track) (increase(http_requests_total{namespace="{{namespace}}",'
+                'rollout="{{name}}",track=~"canary|baseline"}[{{interval}}]))',
+                "events": 'sum by (track) (increase(http_requests_total{namespace="{{namespace}}",'
+                'rollout="{{name}}",track=~"canary|baseline",code=~"5.."}[{{interval}}]))',
+            },
+        },
+        {
+            "name": "latency",
+            "latency": {
+                "histogram": "http_request_duration_seconds",
+                "selector": 'namespace="{{namespace}}",rollout="{{name}}",track=~"canary|baseline"',
+                "threshold": "250ms",
+            },
+        },
+    ],
+})
+
+
+@pytest.fixture(scope="module")
+def prometheus() -> Iterator[tuple[PrometheusServer, float]]:
+    """Exporter + Prometheus, yielded once a few complete windows of data exist."""
+    exporter = Exporter()
+    exporter.start()
+    server = PrometheusServer([f"127.0.0.1:{exporter.port}"], scrape_interval="1s")
+    server.start()
+    provider = PrometheusProvider(server.url)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            now = time.time()
+            try:
+                series = provider.range_by_track("sum by (track) (http_requests_total)", now - 5, now, 1)
+            except QueryError:
+                series = {}
+            if series.get("canary"):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"no data scraped within 30 s: {server.log_tail()}")
+        started_at = time.time()
+        time.sleep(4 * INTERVAL_SECONDS + 1)
+        yield server, started_at
+    finally:
+        provider.close()
+        server.stop()
+        exporter.stop()
+
+
+def test_bad_canary_fails_on_errors_and_latency(prometheus: tuple[PrometheusServer, float]) -> None:
+    server, started_at = prometheus
+    provider = PrometheusProvider(server.url)
+    result = look(TEMPLATE, provider, QueryContext("demo", "bad"), started_at, time.time())
+    verdicts = {v.name: v for v in result.verdicts}
+    assert verdicts["errors"].verdict == "Fail", verdicts["errors"].reason
+    assert verdicts["latency"].verdict == "Fail", verdicts["latency"].reason
+    assert verdicts["errors"].windows >= 3
+    state = advance(None, result, TEMPLATE, deadline_reached=False)
+    assert state.phase == "Failed"
+    assert state.message.startswith("errors: canary")
+
+
+def test_equal_canary_does_not_fail(prometheus: tuple[PrometheusServer, float]) -> None:
+    server, started_at = prometheus
+    provider = PrometheusProvider(server.url)
+    result = look(TEMPLATE, provider, QueryContext("demo", "equal"), started_at, time.time())
+    for verdict in result.verdicts:
+        assert verdict.verdict in {"Pass", "Inconclusive"}, verdict.reason
+        assert verdict.canary_requests > 0 and verdict.baseline_requests > 0
+        assert not verdict.sample_ratio_mismatch, verdict.reason
+
+
+def test_missing_bucket_and_bad_query_are_errors_with_reasons(
+    prometheus: tuple[PrometheusServer, float],
+) -> None:
+    server, started_at = prometheus
+    spec = TEMPLATE.model_dump(by_alias=True)
+    spec["metrics"][1]["latency"]["threshold"] = "300ms"
+    spec["metrics"][0]["errors"]["events"] = "sum by (track) (increase(http_requests_total[{{interval}}])"
+    broken = AnalysisTemplateSpec.model_validate(spec)
+    result = look(broken, PrometheusProvider(server.url), QueryContext("demo", "bad"), started_at, time.time())
+    verdicts = {v.name: v for v in result.verdicts}
+    assert verdicts["errors"].verdict == "Error"
+    assert "parse error" in verdicts["errors"].reason
+    assert verdicts["latency"].verdict == "Error"
+    assert "le=300ms" in verdicts["latency"].reason
+
+
+def test_unreachable_prometheus_is_an_error_with_a_clear_message() -> None:
+    provider = PrometheusProvider(f"http://127.0.0.1:{free_port()}", retries=0, timeout_seconds=2)
+    now = time.time()
+    result = look(TEMPLATE, provider, QueryContext("demo", "bad"), now - 30, now)
+    for verdict in result.verdicts:
+        assert verdict.verdict == "Error"
+        assert "cannot reach Prometheus at http://127.0.0.1:" in verdict.reason
+        assert "refused" in verdict.reason.lower()
