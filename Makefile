@@ -22,4 +22,4 @@ test: $(VENV)/.installed system-deps
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy siskin operator analysis dashboard
+	scripts/typecheck
