@@ -10,25 +10,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
+from siskin.sandbox import gateway_api
 
 T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
 async def api_server() -> AsyncIterator[str]:
-    """Serve a Kubernetes API emulator on a loopback port; yields its base URL."""
-    try:
-        apiserver = importlib.import_module("siskin.sandbox.apiserver")
-    except ImportError:
-        apiserver = None
+    """Serve a Kubernetes API emulator on a loopback port; yields its base URL.
+
+    The sandbox's own emulator is used; ``SISKIN_TEST_API=kmock`` picks kmock's stock one.
+    """
+    apiserver = None
+    if os.environ.get("SISKIN_TEST_API", "sandbox") != "kmock":
+        with contextlib.suppress(ImportError):
+            apiserver = importlib.import_module("siskin.sandbox.apiserver")
     if apiserver is not None and hasattr(apiserver, "serve_apiserver"):
-        async with apiserver.serve_apiserver() as running:
-            yield str(running.url).rstrip("/")
+        async with apiserver.serve_apiserver() as running, aiohttp.ClientSession() as session:
+            api_url = str(running.url).rstrip("/")
+            await gateway_api.install_httproute_crd(session, api_url)
+            yield api_url
         return
     import kmock  # the stock emulator: enough for Deployments, Services and HTTPRoutes
 
@@ -59,9 +66,7 @@ def deployment_manifest(
                         {
                             "name": "app",
                             "image": "siskin/demo-app",
-                            "env": [
-                                {"name": key, "value": value} for key, value in (environment or {}).items()
-                            ],
+                            "env": [{"name": key, "value": value} for key, value in (environment or {}).items()],
                         }
                     ]
                 },
@@ -77,13 +82,27 @@ def resource_path(api_version: str, plural: str, namespace: str, name: str | Non
     return f"{path}/{name}" if name else path
 
 
+async def ensure_namespace(session: aiohttp.ClientSession, api_url: str, namespace: str) -> None:
+    """Create a Namespace unless it exists."""
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    async with session.post(f"{api_url}/api/v1/namespaces", json=body) as reply:
+        if reply.status >= 400 and reply.status != 409:
+            raise RuntimeError(f"creating namespace {namespace}: {reply.status} {await reply.text()}")
+
+
 async def create(session: aiohttp.ClientSession, api_url: str, plural: str, body: Mapping[str, Any]) -> None:
-    """POST an object; raise with the server's answer when it refuses."""
+    """POST an object (creating its namespace if missing); raise with the server's answer when it refuses."""
     metadata = body["metadata"]
     url = api_url + resource_path(body["apiVersion"], plural, metadata["namespace"])
-    async with session.post(url, json=body) as reply:
-        if reply.status >= 400:
-            raise RuntimeError(f"creating {plural} {metadata['name']}: {reply.status} {await reply.text()}")
+    for attempt in range(2):
+        async with session.post(url, json=body) as reply:
+            if reply.status < 400:
+                return
+            answer = await reply.text()
+            if attempt == 0 and reply.status == 404 and '"namespaces"' in answer:
+                await ensure_namespace(session, api_url, metadata["namespace"])
+                continue
+            raise RuntimeError(f"creating {plural} {metadata['name']}: {reply.status} {answer}")
 
 
 async def merge_patch(
@@ -97,9 +116,7 @@ async def merge_patch(
 ) -> None:
     """Merge-patch an object."""
     url = api_url + resource_path(api_version, plural, namespace, name)
-    async with session.patch(
-        url, json=patch, headers={"Content-Type": "application/merge-patch+json"}
-    ) as reply:
+    async with session.patch(url, json=patch, headers={"Content-Type": "application/merge-patch+json"}) as reply:
         if reply.status >= 400:
             raise RuntimeError(f"patching {plural} {namespace}/{name}: {reply.status} {await reply.text()}")
 
