@@ -38,7 +38,7 @@ import numpy.typing as npt
 from scipy.special import logsumexp
 
 from .verdict import MetricVerdict
-from .windows import CountWindow
+from .windows import MAX_COUNT, CountWindow
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -200,6 +200,12 @@ def judge(
         f"canary {_pct(canary_rate)} vs baseline {_pct(baseline_rate)} {settings.event_noun}, "
         f"ratio {_num(ratio)} [{_num(low)}, {_num(high)}]"
     )
+    if xc == nc and xb == nb:
+        reason = (
+            f"every request counted as an event ({xc} of {nc} canary, {xb} of {nb} baseline): "
+            "check that the events query filters bad events"
+        )
+        return MetricVerdict(verdict="Inconclusive", reason=reason, **figures)
     if log_e_max >= math.log(threshold):
         reason = f"{comparison}, e-value {_num(e_value)} >= {_num(threshold)}"
         return MetricVerdict(verdict="Fail", reason=reason, **figures)
@@ -233,7 +239,7 @@ def judge(
 def _valid(window: CountWindow) -> bool:
     counts = (window.canary_requests, window.baseline_requests, window.canary_events, window.baseline_events)
     return (
-        all(isinstance(c, int) and c >= 0 for c in counts)
+        all(isinstance(c, int) and 0 <= c <= MAX_COUNT for c in counts)
         and window.canary_events <= window.canary_requests
         and window.baseline_events <= window.baseline_requests
         and window.canary_requests + window.baseline_requests > 0

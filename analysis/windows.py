@@ -10,6 +10,7 @@ explicitly and in one place, what each of those means:
 - NaN or +/-Inf in any value -> window skipped ("not a number");
 - a negative value -> window skipped ("negative count"); ``increase()`` never
   yields one, so it means a hand-written query subtracts the wrong way;
+- a value above ``MAX_COUNT`` -> window skipped ("implausibly large count");
 - zero requests on both tracks -> window skipped ("no traffic");
 - no ``events`` series (or sample) for a track -> zero events: a counter with a
   ``code="5.."`` label does not exist until the first error happens;
@@ -25,6 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .provider import TrackSeries
+
+MAX_COUNT = 10**12
+"""More events than this in one window is a broken query or exporter, not traffic."""
 
 CANARY = "canary"
 BASELINE = "baseline"
@@ -92,6 +96,8 @@ def _count(value: float) -> int | str:
         return "not a number"
     if value < -0.5:
         return "negative count"
+    if value > MAX_COUNT:
+        return "implausibly large count"
     return max(0, round(value))
 
 

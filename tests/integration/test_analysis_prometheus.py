@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-
 from siskin.analysis.prometheus import PrometheusProvider
 from siskin.analysis.provider import QueryError
 from siskin.analysis.queries import QueryContext
@@ -21,7 +20,7 @@ from siskin.analysis.run import advance, look
 from siskin.analysis.template import AnalysisTemplateSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prometheus_fixture import PrometheusServer, free_port  # noqa: E402
+from prometheus_fixture import PrometheusServer, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus binary not installed")
 

@@ -1,0 +1,187 @@
+"""look() over a fake provider and advance()'s counting rules, phases and idempotency."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from siskin.analysis.prometheus import _api_error, parse_matrix
+from siskin.analysis.provider import ProviderUnreachable, QueryError, TrackSeries
+from siskin.analysis.queries import QueryContext
+from siskin.analysis.run import AnalysisLook, AnalysisRunState, advance, look
+from siskin.analysis.template import AnalysisTemplateSpec
+from siskin.analysis.verdict import MetricVerdict
+
+CTX = QueryContext("shop", "podinfo")
+
+
+def template(**metric: Any) -> AnalysisTemplateSpec:
+    errors = {"requests": 'req{rollout="{{name}}"}', "events": 'err{rollout="{{name}}"}'}
+    return AnalysisTemplateSpec.model_validate(
+        {"interval": "10s", "minDuration": "30s", "metrics": [{"name": "errors", "errors": errors, **metric}]}
+    )
+
+
+class FakeProvider:
+    """Per-window rates for canary/baseline; answers like Prometheus would for [start, end] every step."""
+
+    def __init__(self, rps: float, canary_error: float, baseline_error: float, seed: int = 0) -> None:
+        self.rps, self.errors = rps, {"canary": canary_error, "baseline": baseline_error}
+        self.rng = np.random.default_rng(seed)
+        self.queries: list[str] = []
+        self.cache: dict[tuple[str, float], float] = {}
+
+    def range_by_track(self, query: str, start: float, end: float, step_seconds: float) -> TrackSeries:
+        self.queries.append(query)
+        result: TrackSeries = {}
+        for track, error in self.errors.items():
+            points = []
+            t = start
+            while t <= end + 1e-9:
+                if (track, t) not in self.cache:
+                    self.cache[(track, t)] = float(self.rng.poisson(self.rps * step_seconds))
+                requests = self.cache[(track, t)]
+                key = (track + "err", t)
+                if key not in self.cache:
+                    self.cache[key] = float(self.rng.binomial(int(requests), error))
+                points.append((t, requests if query.startswith("req") else self.cache[key]))
+                t += step_seconds
+            result[track] = points
+        return result
+
+
+class BrokenProvider:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def range_by_track(self, query: str, start: float, end: float, step_seconds: float) -> TrackSeries:
+        raise self.error
+
+
+def test_look_queries_aligned_windows_and_fails_a_bad_canary() -> None:
+    provider = FakeProvider(50, 0.10, 0.01)
+    result = look(template(), provider, CTX, started_at=1000.7, now=1061.0)
+    (verdict,) = result.verdicts
+    assert verdict.verdict == "Fail"
+    assert verdict.windows == 6  # (1000, 1010] ... (1050, 1060]
+    assert provider.queries == ['req{rollout="podinfo"}', 'err{rollout="podinfo"}']
+
+
+def test_before_the_first_window_ends_the_look_is_inconclusive_without_queries() -> None:
+    provider = FakeProvider(50, 0.01, 0.01)
+    (verdict,) = look(template(), provider, CTX, started_at=1000.0, now=1009.0).verdicts
+    assert verdict.verdict == "Inconclusive"
+    assert provider.queries == []
+
+
+def test_provider_errors_become_error_verdicts_with_the_message() -> None:
+    broken = BrokenProvider(ProviderUnreachable("cannot reach Prometheus at http://p:9090: Connection refused"))
+    (verdict,) = look(template(), broken, CTX, 1000.0, 1100.0).verdicts
+    assert verdict.verdict == "Error"
+    assert "Connection refused" in verdict.reason
+
+
+def test_empty_requests_result_is_an_error_naming_the_track() -> None:
+    class OnlyBaseline(FakeProvider):
+        def range_by_track(self, query: str, start: float, end: float, step_seconds: float) -> TrackSeries:
+            return {k: v for k, v in super().range_by_track(query, start, end, step_seconds).items() if k != "canary"}
+
+    (verdict,) = look(template(), OnlyBaseline(50, 0.01, 0.01), CTX, 1000.0, 1100.0).verdicts
+    assert verdict.verdict == "Error"
+    assert "no data for track canary" in verdict.reason
+
+
+def fold(spec: AnalysisTemplateSpec, verdicts: list[str], *, deadline_at: int | None = None) -> AnalysisRunState:
+    state: AnalysisRunState | None = None
+    for index, kind in enumerate(verdicts):
+        verdict = MetricVerdict(name="errors", verdict=kind, reason=f"look {index} {kind}")
+        state = advance(
+            state, AnalysisLook(at=100.0 + index, started_at=0.0, verdicts=[verdict]), spec,
+            deadline_reached=deadline_at is not None and index >= deadline_at,
+        )
+    assert state is not None
+    return state
+
+
+def test_failure_limit_follows_argo_semantics() -> None:
+    assert fold(template(), ["Inconclusive", "Fail"]).phase == "Failed"
+    assert fold(template(failureLimit=1), ["Fail"]).phase == "Running"
+    state = fold(template(failureLimit=1), ["Fail", "Fail"])
+    assert state.phase == "Failed" and state.message == "errors: look 1 Fail"
+
+
+def test_consecutive_errors_end_the_run_only_beyond_the_limit() -> None:
+    assert fold(template(consecutiveErrorLimit=2), ["Error", "Error", "Inconclusive", "Error", "Error"]).phase == (
+        "Running"
+    )
+    state = fold(template(consecutiveErrorLimit=2), ["Error", "Error", "Error"])
+    assert state.phase == "Error"
+    assert "3 looks in a row" in state.message
+
+
+def test_all_pass_succeeds_and_deadline_without_pass_is_inconclusive() -> None:
+    assert fold(template(), ["Inconclusive", "Pass"]).phase == "Successful"
+    state = fold(template(), ["Inconclusive", "Inconclusive"], deadline_at=1)
+    assert state.phase == "Inconclusive"
+    assert state.message.startswith("deadline reached without a verdict: errors: look 1")
+    assert fold(template(), ["Error", "Error"], deadline_at=1).phase == "Inconclusive"
+
+
+def test_sample_ratio_mismatch_counts_against_the_inconclusive_limit() -> None:
+    srm = MetricVerdict(
+        name="errors", verdict="Inconclusive", reason="sample ratio mismatch", sample_ratio_mismatch=True
+    )
+    spec = template(inconclusiveLimit=1)
+    state = advance(None, AnalysisLook(at=1, started_at=0, verdicts=[srm]), spec, deadline_reached=False)
+    assert state.phase == "Running" and state.metrics[0].inconclusives == 1
+    state = advance(state, AnalysisLook(at=2, started_at=0, verdicts=[srm]), spec, deadline_reached=False)
+    assert state.phase == "Inconclusive"
+
+
+def test_advance_is_idempotent_and_state_round_trips_through_json() -> None:
+    spec = template(failureLimit=3)
+    fail = MetricVerdict(name="errors", verdict="Fail", reason="bad", ratio_high=math.inf)
+    once = advance(None, AnalysisLook(at=5, started_at=0, verdicts=[fail]), spec, deadline_reached=False)
+    twice = advance(once, AnalysisLook(at=5, started_at=0, verdicts=[fail]), spec, deadline_reached=False)
+    assert twice == once and once.metrics[0].failures == 1 and once.look_count == 1
+    stored = json.loads(json.dumps(once.model_dump(mode="json", by_alias=True)))
+    assert stored["lookCount"] == 1 and stored["metrics"][0]["latest"]["ratioHigh"] is None
+    assert AnalysisRunState.model_validate(stored) == once
+    finished = advance(once, AnalysisLook(at=5, started_at=0, verdicts=[fail]), spec, deadline_reached=True)
+    assert finished.phase == "Inconclusive"
+
+
+def test_whole_run_over_looks_fails_a_bad_canary_and_passes_a_good_one() -> None:
+    for canary_error, expected in ((0.07, "Failed"), (0.02, "Successful")):
+        spec, provider = template(), FakeProvider(50, canary_error, 0.02, seed=4)
+        state: AnalysisRunState | None = None
+        for now in range(1010, 1900, 10):
+            state = advance(state, look(spec, provider, CTX, 1000.0, float(now)), spec, deadline_reached=False)
+            if state.done:
+                break
+        assert state is not None
+        assert state.phase == expected, state.message
+
+
+def test_parse_matrix_rejects_what_it_cannot_read() -> None:
+    ok = parse_matrix([{"metric": {"track": "canary"}, "values": [[1, "NaN"], [2, "+Inf"], [3, "4"]]}])
+    assert math.isnan(ok["canary"][0][1]) and ok["canary"][1][1] == math.inf
+    with pytest.raises(QueryError, match="no 'track' label"):
+        parse_matrix([{"metric": {"job": "x"}, "values": []}])
+    with pytest.raises(QueryError, match="several series"):
+        parse_matrix([{"metric": {"track": "a"}, "values": []}] * 2)
+    with pytest.raises(QueryError, match="unreadable sample"):
+        parse_matrix([{"metric": {"track": "a"}, "values": [[1, "x"]]}])
+    with pytest.raises(QueryError, match="matrix"):
+        parse_matrix([{"metric": {"track": "a"}, "value": [1, "2"]}])
+
+
+def test_prometheus_error_text_is_extracted() -> None:
+    from prometheus_api_client.exceptions import PrometheusApiClientException
+
+    body = b'{"status":"error","errorType":"bad_data","error":"1:5: parse error: unclosed left parenthesis"}'
+    exc = PrometheusApiClientException(f"HTTP Status Code 400 ({body!r})")
+    assert _api_error(exc) == "bad_data: 1:5: parse error: unclosed left parenthesis (HTTP 400)"

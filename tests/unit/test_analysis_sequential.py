@@ -1,0 +1,244 @@
+"""The sequential judge on simulated Poisson/binomial counts: error control, power, and robustness."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from siskin.analysis.sequential import (
+    JudgeSettings,
+    confidence_sequence,
+    judge,
+    log_fail_e_process,
+    log_srm_e_process,
+)
+from siskin.analysis.windows import CountWindow, build_windows
+
+WINDOW = 10.0
+TWO_METRICS = JudgeSettings(alpha=0.01, metric_count=2, min_events=20, min_duration_seconds=60)
+
+
+def simulate(
+    windows: int,
+    rps_per_arm: float | list[float],
+    canary_error: float,
+    baseline_error: float,
+    seed: int,
+    canary_share: float | list[float] = 0.5,
+) -> list[CountWindow]:
+    """Poisson requests per arm per 10 s window, binomial errors; rates and shares may change per window."""
+    rng = np.random.default_rng(seed)
+    rates = rps_per_arm if isinstance(rps_per_arm, list) else [rps_per_arm] * windows
+    shares = canary_share if isinstance(canary_share, list) else [canary_share] * windows
+    result = []
+    for i in range(windows):
+        total = 2 * rates[i] * WINDOW
+        nc = int(rng.poisson(total * shares[i]))
+        nb = int(rng.poisson(total * (1 - shares[i])))
+        xc = int(rng.binomial(nc, canary_error))
+        xb = int(rng.binomial(nb, baseline_error))
+        result.append(CountWindow(i * WINDOW, (i + 1) * WINDOW, nc, nb, xc, xb))
+    return result
+
+
+def windows_to_fail(windows: list[CountWindow], judge_settings: JudgeSettings) -> int | None:
+    log_e = log_fail_e_process(windows, judge_settings.tolerance)
+    crossed = np.nonzero(log_e >= math.log(judge_settings.threshold))[0]
+    return int(crossed[0]) + 1 if crossed.size else None
+
+
+def test_a_a_false_rollbacks_stay_under_alpha_over_300_runs() -> None:
+    started = time.monotonic()
+    runs, false_fails = 300, 0
+    for seed in range(runs):
+        windows = simulate(180, 50, 0.02, 0.02, seed)  # 30 minutes, looking every window
+        false_fails += judge("errors", windows, TWO_METRICS).verdict == "Fail"
+    assert false_fails / runs <= TWO_METRICS.alpha / TWO_METRICS.metric_count + 0.01
+    assert time.monotonic() - started < 10
+
+
+def test_a_a_at_the_tolerance_boundary_stays_under_alpha() -> None:
+    """The hardest null: canary exactly `tolerance` times worse. Ville's bound still holds."""
+    strict = JudgeSettings(alpha=0.05, metric_count=1, tolerance=1.2)
+    fails = sum(
+        judge("errors", simulate(90, 50, 0.024, 0.02, seed), strict).verdict == "Fail" for seed in range(300)
+    )
+    assert fails / 300 <= 0.05 + 0.03
+
+
+def test_one_to_ten_percent_errors_fails_in_the_first_windows() -> None:
+    for seed in range(20):
+        needed = windows_to_fail(simulate(30, 50, 0.10, 0.01, seed), TWO_METRICS)
+        assert needed is not None and needed <= 2
+
+
+def test_two_to_seven_percent_errors_fails_within_a_few_windows_at_50_rps() -> None:
+    needed = [windows_to_fail(simulate(60, 50, 0.07, 0.02, seed), TWO_METRICS) for seed in range(100)]
+    assert all(n is not None for n in needed)
+    counts = np.array(needed, dtype=float)
+    assert np.median(counts) <= 3
+    assert np.percentile(counts, 90) <= 4
+
+
+def test_fail_verdict_names_rates_ratio_and_e_value() -> None:
+    verdict = judge("errors", simulate(6, 50, 0.07, 0.02, 1), TWO_METRICS)
+    assert verdict.verdict == "Fail"
+    assert verdict.reason.startswith("canary ")
+    assert "vs baseline" in verdict.reason and "e-value" in verdict.reason and ">= 200" in verdict.reason
+    assert verdict.ratio_low is not None and verdict.ratio_low > 1.2
+    assert verdict.to_dict()["ratioEstimate"] == pytest.approx(verdict.ratio_estimate)
+
+
+def test_healthy_canary_passes_once_enough_events() -> None:
+    passes = sum(
+        judge("errors", simulate(60, 50, 0.02, 0.02, seed), TWO_METRICS).verdict == "Pass" for seed in range(20)
+    )
+    assert passes >= 18
+    early = judge("errors", simulate(3, 50, 0.02, 0.02, 0), TWO_METRICS)
+    assert early.verdict == "Inconclusive"
+    assert "not yet" in early.reason
+
+
+def test_min_events_and_min_duration_hold_back_a_pass() -> None:
+    windows = simulate(60, 50, 0.02, 0.02, 3)
+    assert judge("e", windows, JudgeSettings(alpha=0.01, min_events=10**6)).verdict == "Inconclusive"
+    assert judge("e", windows, JudgeSettings(alpha=0.01, min_duration_seconds=3600)).verdict == "Inconclusive"
+
+
+def test_weights_changing_mid_run_are_handled_exactly() -> None:
+    # Traffic per arm follows 5% -> 10% -> 20% -> 50% of 200 rps; canary and baseline stay equal.
+    rates = [10.0] * 12 + [20.0] * 12 + [40.0] * 12 + [100.0] * 12
+    aa_fails = sum(
+        judge("e", simulate(48, rates, 0.02, 0.02, seed), TWO_METRICS).verdict == "Fail" for seed in range(100)
+    )
+    assert aa_fails <= 2
+    assert all(windows_to_fail(simulate(48, rates, 0.08, 0.02, s), TWO_METRICS) for s in range(20))
+
+    # The canary's share of the two arms itself moves (0.2 -> 0.5): the e-process uses each window's share.
+    shares = [0.2] * 24 + [0.5] * 24
+    calm = [windows_to_fail(simulate(48, 50, 0.02, 0.02, s, shares), TWO_METRICS) for s in range(100)]
+    assert sum(n is not None for n in calm) <= 2
+    bad = [windows_to_fail(simulate(48, 50, 0.08, 0.02, s, shares), TWO_METRICS) for s in range(20)]
+    assert all(n is not None for n in bad)
+
+
+def test_sample_ratio_mismatch_is_inconclusive_never_pass() -> None:
+    windows = simulate(60, 50, 0.02, 0.02, 5, canary_share=0.35)
+    verdict = judge("errors", windows, TWO_METRICS)
+    assert verdict.verdict == "Inconclusive"
+    assert verdict.sample_ratio_mismatch
+    assert verdict.reason.startswith("sample ratio mismatch")
+    balanced = simulate(60, 50, 0.02, 0.02, 5)
+    assert float(np.max(log_srm_e_process(balanced))) < math.log(200)
+
+
+def test_fail_wins_over_sample_ratio_mismatch() -> None:
+    verdict = judge("errors", simulate(30, 50, 0.10, 0.01, 2, canary_share=0.35), TWO_METRICS)
+    assert verdict.verdict == "Fail"
+
+
+def test_no_baseline_events_leaves_the_ratio_unbounded() -> None:
+    windows = [CountWindow(i * 10, i * 10 + 10, 500, 500, 0, 0) for i in range(30)]
+    low, high = confidence_sequence(windows, 200)
+    assert high is None and low == 0.0
+    verdict = judge("errors", windows, TWO_METRICS)
+    assert verdict.verdict == "Inconclusive"
+    assert verdict.ratio_high is None
+    assert "upper bound inf" in verdict.reason
+
+
+@pytest.mark.parametrize(
+    "windows",
+    [
+        [],
+        [CountWindow(0, 10, 0, 0, 0, 0)] * 10,
+        [CountWindow(0, 10, 10**6, 10**6, 10**4, 10**4)],
+        [CountWindow(0, 10, -5, 10, 0, 0)],
+        [CountWindow(0, 10, 5, 5, 9, 0)],
+    ],
+)
+def test_degenerate_input_never_passes(windows: list[CountWindow]) -> None:
+    assert judge("errors", windows, JudgeSettings(alpha=0.05)).verdict != "Pass"
+
+
+finite_or_not = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.floats(min_value=0, max_value=1e6),
+    st.integers(min_value=-10, max_value=10**7).map(float),
+    st.just(0.0),
+)
+unusable = st.one_of(
+    st.just(math.nan), st.just(math.inf), st.just(-math.inf), st.floats(max_value=-1.0, allow_infinity=False)
+)
+
+
+def prometheus_series(values: list[float], length: int, drop_last_baseline: bool) -> tuple[
+    list[float], dict[str, list[tuple[float, float]]], dict[str, list[tuple[float, float]]]
+]:
+    """Requests and events series built from ``values`` as if Prometheus returned them."""
+    ends = [10.0 * (i + 1) for i in range(length)]
+    baseline_ends = ends[:-1] if drop_last_baseline else ends
+
+    def series(offset: int) -> dict[str, list[tuple[float, float]]]:
+        return {
+            "canary": [(t, values[(offset + i) % len(values)]) for i, t in enumerate(ends)],
+            "baseline": [(t, values[(offset + 6 + i) % len(values)]) for i, t in enumerate(baseline_ends)],
+        }
+
+    return ends, series(0), series(12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    length=st.integers(min_value=0, max_value=6),
+    values=st.lists(finite_or_not, min_size=24, max_size=24),
+    drop_last_baseline=st.booleans(),
+)
+def test_prometheus_garbage_never_raises_and_a_pass_needs_evidence(
+    length: int, values: list[float], drop_last_baseline: bool
+) -> None:
+    """Up to 6 windows straight from 'Prometheus': NaN, inf, negative, zero, missing samples."""
+    ends, requests, events = prometheus_series(values, length, drop_last_baseline)
+    window_set = build_windows(ends, 10.0, requests, events=events)
+    rules = JudgeSettings(alpha=0.05)
+    verdict = judge("errors", window_set.windows, rules, window_note=window_set.summary())
+    assert verdict.to_dict()["verdict"] == verdict.verdict
+    if verdict.verdict == "Pass":
+        assert verdict.windows >= 3
+        assert verdict.canary_events + verdict.baseline_events >= rules.min_events
+        assert verdict.ratio_high is not None and verdict.ratio_high <= rules.max_ratio
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=finite_or_not, length=st.integers(min_value=0, max_value=30))
+def test_constant_series_never_pass(value: float, length: int) -> None:
+    ends, requests, events = prometheus_series([value] * 24, length, drop_last_baseline=False)
+    window_set = build_windows(ends, 10.0, requests, events=events)
+    assert judge("errors", window_set.windows, JudgeSettings(alpha=0.5, min_events=0)).verdict != "Pass"
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=st.lists(unusable, min_size=24, max_size=24), length=st.integers(min_value=0, max_value=6))
+def test_non_finite_or_negative_values_are_never_judged(values: list[float], length: int) -> None:
+    ends, requests, events = prometheus_series(values, length, drop_last_baseline=False)
+    window_set = build_windows(ends, 10.0, requests, events=events)
+    assert window_set.usable == 0
+    verdict = judge("errors", window_set.windows, JudgeSettings(alpha=0.5), window_note=window_set.summary())
+    assert verdict.verdict == "Inconclusive"
+    assert verdict.reason.startswith("no usable data yet")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(*(st.integers(min_value=-3, max_value=10**15) for _ in range(4))), min_size=0, max_size=2
+    )
+)
+def test_at_most_two_windows_of_any_counts_never_pass(counts: list[tuple[int, int, int, int]]) -> None:
+    windows = [CountWindow(i * 10, i * 10 + 10, *c) for i, c in enumerate(counts)]
+    verdict = judge("errors", windows, JudgeSettings(alpha=0.5, min_events=0, min_duration_seconds=0))
+    assert verdict.verdict != "Pass"
