@@ -275,7 +275,7 @@ class _Tick:
         total = len(spec.strategy.canary.steps)
         self.event("Normal", "StepCompleted", f"step {index}/{total} done: {why}")
         if index >= total:
-            self.event("Normal", "Promoting", f"all {total} steps done; promoting revision {self.status.canary_revision}")
+            self.event("Normal", "Promoting", f"all {total} steps done; promoting {self.status.canary_revision}")
 
     def abort(self, spec: RolloutSpec, revision: str, stable_template: dict[str, Any], reason: str,
               why: str) -> Decision:

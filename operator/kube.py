@@ -112,9 +112,16 @@ class KubeAPI:
         """Create an object."""
         return self.request("POST", resource.path(namespace), body)
 
-    def replace(self, resource: Resource, namespace: str | None, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Replace an object (409 when ``metadata.resourceVersion`` is stale)."""
-        return self.request("PUT", resource.path(namespace, name), body)
+    def replace(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        body: dict[str, Any],
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        """Replace an object or its subresource (409 when ``metadata.resourceVersion`` is stale)."""
+        return self.request("PUT", resource.path(namespace, name, subresource), body)
 
     def patch(
         self,
