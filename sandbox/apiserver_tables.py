@@ -20,8 +20,8 @@ AGE_COLUMN: JsonDict = {"name": "Age", "type": "date", "jsonPath": ".metadata.cr
 BUILTIN_COLUMNS: dict[str, tuple[JsonDict, ...]] = {
     "Deployment": (
         {"name": "Ready", "type": "string", "jsonPath": "__ready__"},
-        {"name": "Up-to-date", "type": "integer", "jsonPath": ".status.updatedReplicas"},
-        {"name": "Available", "type": "integer", "jsonPath": ".status.availableReplicas"},
+        {"name": "Up-to-date", "type": "integer", "jsonPath": ".status.updatedReplicas", "default": 0},
+        {"name": "Available", "type": "integer", "jsonPath": ".status.availableReplicas", "default": 0},
         AGE_COLUMN,
     ),
     "Namespace": ({"name": "Status", "type": "string", "jsonPath": ".status.phase"}, AGE_COLUMN),
@@ -133,7 +133,7 @@ def cell_value(obj: JsonDict, column: JsonDict) -> Any:
     path = column.get("jsonPath", "")
     values = [_special_cell(obj, path)] if path.startswith("__") else jsonpath_values(obj, path)
     if not values or values[0] is None:
-        return None
+        return column.get("default")
     value = values[0]
     column_type = column.get("type", "string")
     if column_type == "date":

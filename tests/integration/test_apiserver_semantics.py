@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import httpx
+import kubernetes
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from apiserver_fixtures import ROLLOUT_CRD, ThreadedAPIServer, apiserver, rollout
@@ -176,3 +177,17 @@ def test_injected_faults_fail_matching_requests(apiserver: ThreadedAPIServer) ->
     assert first.status_code == 500 and first.json()["kind"] == "Status"
     assert client.patch(f"{CONFIGMAPS}/f", json={"data": {"a": "1"}}, headers=MERGE).status_code == 200
     assert fault.hits == 1
+
+
+def test_kubernetes_client_scale_and_watch(apiserver: ThreadedAPIServer) -> None:
+    kubernetes.config.load_kube_config(str(apiserver.kubeconfig))
+    apps = kubernetes.client.AppsV1Api()
+    template = {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}
+    apps.create_namespaced_deployment("default", {"metadata": {"name": "d", "labels": {"app": "d"}}, "spec": {
+        "replicas": 2, "selector": {"matchLabels": {"app": "d"}}, "template": template}})
+    apps.patch_namespaced_deployment_scale("d", "default", {"spec": {"replicas": 5}})
+    assert apps.read_namespaced_deployment_scale("d", "default").spec.replicas == 5
+    assert apps.list_namespaced_deployment("default", label_selector="app=d").items[0].spec.replicas == 5
+    watched = [(event["type"], event["object"].metadata.name) for event in kubernetes.watch.Watch().stream(
+        apps.list_namespaced_deployment, "default", timeout_seconds=1)]
+    assert watched == [("ADDED", "d")]
