@@ -37,7 +37,7 @@ BUILTIN_COLUMNS: dict[str, tuple[JsonDict, ...]] = {
         {"name": "Object", "type": "string", "jsonPath": "__involved__"},
         {"name": "Message", "type": "string", "jsonPath": ".message"},
     ),
-    "CustomResourceDefinition": ({"name": "Created At", "type": "date", "jsonPath": ".metadata.creationTimestamp"},),
+    "CustomResourceDefinition": ({"name": "Created At", "type": "string", "jsonPath": ".metadata.creationTimestamp"},),
 }
 
 
