@@ -21,6 +21,7 @@ from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from .provider import ProviderUnreachable, QueryError, TrackSeries
+from .template import AnalysisTemplateSpec, parse_duration
 
 TRACK_LABEL = "track"
 _STATUS_RE = re.compile(r"HTTP Status Code (\d+) \((b?['\"].*['\"])\)\s*$", re.DOTALL)
@@ -80,6 +81,14 @@ class PrometheusProvider:
                 f"Prometheus at {self.address} sent a response that is not API JSON: {exc}"
             ) from exc
         return parse_matrix(result)
+
+
+def provider_for(template: AnalysisTemplateSpec, default_address: str) -> PrometheusProvider:
+    """The provider a template asks for: its own address and timeout, else the operator's default URL."""
+    settings = template.provider.prometheus
+    return PrometheusProvider(
+        settings.address or default_address, timeout_seconds=parse_duration(settings.timeout)
+    )
 
 
 def parse_matrix(result: Any) -> TrackSeries:

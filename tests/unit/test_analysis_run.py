@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from siskin.analysis.prometheus import _api_error, parse_matrix
+from siskin.analysis.prometheus import _api_error, parse_matrix, provider_for
 from siskin.analysis.provider import ProviderUnreachable, QueryError, TrackSeries
 from siskin.analysis.queries import QueryContext
 from siskin.analysis.run import AnalysisLook, AnalysisRunState, advance, look
@@ -185,3 +185,11 @@ def test_prometheus_error_text_is_extracted() -> None:
     body = b'{"status":"error","errorType":"bad_data","error":"1:5: parse error: unclosed left parenthesis"}'
     exc = PrometheusApiClientException(f"HTTP Status Code 400 ({body!r})")
     assert _api_error(exc) == "bad_data: 1:5: parse error: unclosed left parenthesis (HTTP 400)"
+
+
+def test_provider_for_uses_the_template_address_or_the_default() -> None:
+    assert provider_for(template(), "http://default:9090").address == "http://default:9090"
+    settings = {"prometheus": {"address": "http://p:9090/", "timeout": "3s"}}
+    own = AnalysisTemplateSpec.model_validate({**template().model_dump(by_alias=True), "provider": settings})
+    provider = provider_for(own, "http://default:9090")
+    assert (provider.address, provider.timeout_seconds) == ("http://p:9090", 3.0)
