@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +34,7 @@ from siskin.sandbox.workloads import WorkloadSimulator
 DEFAULT_STATE_DIR = Path(".siskin/sandbox")
 STATE_FILE_NAME = "state.json"
 CLUSTER_MODULE = "siskin.sandbox.cluster"
+LONG_LOAD_S = 24 * 3600.0  # loads started with the sandbox end with it (or after a day)
 
 
 @dataclass(frozen=True)
@@ -234,25 +236,44 @@ def running_sandbox(state_dir: Path = DEFAULT_STATE_DIR) -> SandboxInfo | None:
 # --------------------------------------------------------------------------- CLI functions
 
 
-def sandbox_up(state_dir: Path = DEFAULT_STATE_DIR, detach: bool = True, timeout_s: float = 60.0) -> SandboxInfo:
+def sandbox_up(
+    state_dir: Path = DEFAULT_STATE_DIR,
+    detach: bool = True,
+    loads: Sequence[tuple[str, float]] = (),
+    timeout_s: float = 60.0,
+) -> SandboxInfo:
     """Start the sandbox (in a detached background process by default) and print how to reach it.
 
+    `loads` are (target, rps) pairs, e.g. ("HTTPRoute default/web", 200): load generators that
+    run as long as the sandbox (a target that does not exist yet is retried every 0.5 s).
     With `detach=False` it runs in the foreground until SIGINT/SIGTERM.
     """
+    for target, rps in loads:
+        LoadTarget.parse(target)  # fail here, not in the background process
+        if rps <= 0:
+            raise ValueError(f"load rate {rps!r} for {target!r} must be a positive number of requests per second")
     state_dir = Path(state_dir).absolute()
     existing = running_sandbox(state_dir)
     if existing is not None:
         print(f"A sandbox is already running for {state_dir}.\n{existing.describe()}")
         return existing
     if not detach:
-        return asyncio.run(_serve_in_foreground(state_dir))
+        return asyncio.run(_serve_in_foreground(state_dir, loads))
 
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / STATE_FILE_NAME).unlink(missing_ok=True)
     log_path = state_dir / "sandbox.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", CLUSTER_MODULE, "serve", "--state-dir", str(state_dir)],
+            [
+                sys.executable,
+                "-m",
+                CLUSTER_MODULE,
+                "serve",
+                "--state-dir",
+                str(state_dir),
+                *(argument for target, rps in loads for argument in ("--load", f"{target}@{rps}")),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -309,17 +330,30 @@ def _tail(path: Path, lines: int = 5) -> str:
         return "(no log)"
 
 
-async def _serve_in_foreground(state_dir: Path) -> SandboxInfo:
-    """Run the sandbox until SIGTERM or SIGINT."""
+async def _serve_in_foreground(state_dir: Path, loads: Sequence[tuple[str, float]] = ()) -> SandboxInfo:
+    """Run the sandbox (and its loads) until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stop.set)
     async with Sandbox(state_dir) as sandbox:
+        for target, rps in loads:
+            await sandbox.add_load(target, rps, duration_s=LONG_LOAD_S)
         info = sandbox.info()
         print(info.describe(), flush=True)
         await stop.wait()
     return info
+
+
+def parse_load(text: str) -> tuple[str, float]:
+    """Parse 'KIND NAMESPACE/NAME@RPS' (RPS defaults to 200)."""
+    target, _, rate = text.rpartition("@") if "@" in text else (text, "", "200")
+    try:
+        rps = float(rate)
+    except ValueError:
+        raise ValueError(f"load {text!r}: {rate!r} is not a rate; write e.g. 'HTTPRoute default/web@200'") from None
+    LoadTarget.parse(target)
+    return target, rps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -327,15 +361,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {CLUSTER_MODULE}", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "serve"], help="serve: run in the foreground")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="default: .siskin/sandbox")
+    parser.add_argument(
+        "--load",
+        action="append",
+        default=[],
+        metavar="'KIND NS/NAME@RPS'",
+        help="run load for the sandbox's lifetime, e.g. 'HTTPRoute default/web@200' (repeatable)",
+    )
     options = parser.parse_args(argv)
     try:
+        loads = [parse_load(text) for text in options.load]
         if options.command == "up":
-            sandbox_up(options.state_dir)
+            sandbox_up(options.state_dir, loads=loads)
         elif options.command == "down":
             sandbox_down(options.state_dir)
         else:
-            asyncio.run(_serve_in_foreground(Path(options.state_dir).absolute()))
-    except RuntimeError as error:
+            asyncio.run(_serve_in_foreground(Path(options.state_dir).absolute(), loads))
+    except (RuntimeError, ValueError) as error:
         print(f"siskin sandbox: {error}", file=sys.stderr)
         return 1
     return 0

@@ -92,7 +92,8 @@ async def test_sandbox_serves_routes_runs_pods_and_prometheus_sees_the_split(tmp
 async def test_up_runs_detached_and_down_leaves_nothing_behind(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     loop = asyncio.get_running_loop()
-    info = await loop.run_in_executor(None, cluster.sandbox_up, state_dir)
+    loads = [cluster.parse_load(f"Service {NAMESPACE}/app@50")]
+    info = await loop.run_in_executor(None, lambda: cluster.sandbox_up(state_dir, loads=loads))
     try:
         assert cluster.running_sandbox(state_dir) == info
         assert Path(info.kubeconfig_path).exists()
@@ -104,8 +105,21 @@ async def test_up_runs_detached_and_down_leaves_nothing_behind(tmp_path: Path) -
                 return bool((body.get("status") or {}).get("availableReplicas") == 1)
 
             await testing.wait_for(available, what="the detached sandbox to run the Deployment")
-            async with session.get(f"{info.prometheus_url}/-/ready") as reply:
-                assert reply.status == 200
+            service = {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "app", "namespace": NAMESPACE},
+                "spec": {"selector": {"app": "app"}},
+            }
+            await testing.create(session, info.api_url, "services", service)
+
+            async def loaded() -> bool:  # the load started with the sandbox reaches the new Service
+                query = {"query": f'sum(http_requests_total{{namespace="{NAMESPACE}"}})'}
+                async with session.get(f"{info.prometheus_url}/api/v1/query", params=query) as reply:
+                    result = (await reply.json())["data"]["result"]
+                return bool(result) and float(result[0]["value"][1]) > 0
+
+            await testing.wait_for(loaded, what="the sandbox's own load to show in Prometheus")
         children = children_of(info.pid)
         assert len(children) >= 2  # Prometheus and the demo service
         assert await loop.run_in_executor(None, cluster.sandbox_up, state_dir) == info  # idempotent
@@ -119,3 +133,27 @@ async def test_up_runs_detached_and_down_leaves_nothing_behind(tmp_path: Path) -
     assert leftovers == []
     assert cluster.running_sandbox(state_dir) is None
     assert not await loop.run_in_executor(None, cluster.sandbox_down, state_dir)
+
+
+async def test_kill_9_of_a_detached_sandbox_leaves_no_orphans(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    loop = asyncio.get_running_loop()
+    info = await loop.run_in_executor(None, cluster.sandbox_up, state_dir)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await testing.create(session, info.api_url, "deployments", testing.deployment_manifest(NAMESPACE, "app"))
+
+            async def two_children() -> bool:
+                return len(children_of(info.pid)) >= 2
+
+            await testing.wait_for(two_children, what="Prometheus and a demo service under the sandbox")
+        children = children_of(info.pid)
+        os.kill(info.pid, signal.SIGKILL)
+
+        async def all_gone() -> bool:
+            return not any(process_alive(pid) for pid in [info.pid, *children])
+
+        await testing.wait_for(all_gone, timeout_s=5, what="the sandbox's children to die with it")
+        assert cluster.running_sandbox(state_dir) is None
+    finally:
+        await loop.run_in_executor(None, cluster.sandbox_down, state_dir)
