@@ -55,20 +55,31 @@ EVENTS = Resource("", "v1", "events")
 HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes")
 
 
-def load_api_client() -> kubernetes.client.ApiClient:
-    """An API client from the in-cluster service account, else from KUBECONFIG / ~/.kube/config."""
-    try:
-        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    return kubernetes.client.ApiClient()
+def load_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
+    """An API client from ``kubeconfig``, else the in-cluster service account, else KUBECONFIG / ~/.kube/config."""
+    configuration = kubernetes.client.Configuration()
+    if kubeconfig is None:
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            return kubernetes.client.ApiClient(configuration)
+        except kubernetes.config.ConfigException:
+            pass
+    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=kubeconfig, client_configuration=configuration
+    )
+    return kubernetes.client.ApiClient(configuration)
 
 
 class KubeAPI:
     """JSON requests against one API server."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient | None = None, timeout: float = 15.0) -> None:
-        self._client = api_client or load_api_client()
+    def __init__(
+        self,
+        api_client: kubernetes.client.ApiClient | None = None,
+        timeout: float = 15.0,
+        kubeconfig: str | None = None,
+    ) -> None:
+        self._client = api_client or load_api_client(kubeconfig)
         self._timeout = timeout
 
     def request(
@@ -91,7 +102,9 @@ class KubeAPI:
             )
         except ApiException as exc:
             raise _to_error(exc.status or 0, exc.reason or "", exc.body) from None
-        data = response.data
+        data = response.read()
+        if not 200 <= int(response.status) < 300:
+            raise _to_error(int(response.status), str(response.reason or ""), data)
         return json.loads(data) if data else {}
 
     def get(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:

@@ -124,7 +124,7 @@ class GatewayAPIRouting(_Model):
 
 
 class TrafficRouting(_Model):
-    gateway_api: GatewayAPIRouting | None = None
+    gateway_api: GatewayAPIRouting | None = Field(default=None, alias="gatewayAPI")
 
 
 class CanaryStrategy(_Model):

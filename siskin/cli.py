@@ -111,15 +111,12 @@ def _sandbox(args: argparse.Namespace) -> int:
 
 
 def _operator(args: argparse.Namespace) -> int:
-    import logging
     import os
 
     import kopf
 
     if args.prometheus_url:
         os.environ["SISKIN_PROMETHEUS_URL"] = args.prometheus_url
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import siskin.operator.handlers  # noqa: F401  (registers the handlers)
 
     kopf.configure(verbose=args.verbose)

@@ -103,7 +103,8 @@ async def _demo(kubectl: str, rps: float) -> list[Outcome]:
     state_dir = Path(tempfile.mkdtemp(prefix="siskin-demo-"))
     print(f"starting the sandbox (state in {state_dir}) ...", flush=True)
     async with Sandbox(state_dir=state_dir) as sandbox:
-        env = {**os.environ, "KUBECONFIG": str(sandbox.kubeconfig_path), "KUBECACHEDIR": str(state_dir / "kubecache")}
+        os.environ["KUBECONFIG"] = str(sandbox.kubeconfig_path)
+        env = {**os.environ, "KUBECACHEDIR": str(state_dir / "kubecache")}
         print(f"  API {sandbox.api_url}   Prometheus {sandbox.prometheus_url}")
         await _kubectl(kubectl, env, "apply", "-f", str(packaged("siskin.crds", "rollout.yaml")),
                        "-f", str(packaged("siskin.crds", "analysistemplate.yaml")))
@@ -152,9 +153,21 @@ async def _start_operator(env: dict[str, str], prometheus_url: str, state_dir: P
 
 
 def _read_rollout() -> dict[str, Any] | None:
-    from siskin.operator.kube import ROLLOUTS, KubeAPI
+    from siskin.operator.kube import ROLLOUTS
 
-    return KubeAPI().get(ROLLOUTS, NAMESPACE, ROLLOUT)
+    return _kube().get(ROLLOUTS, NAMESPACE, ROLLOUT)
+
+
+_KUBE: list[Any] = []
+
+
+def _kube() -> Any:
+    """The demo's own API client, on the sandbox's kubeconfig."""
+    from siskin.operator.kube import KubeAPI
+
+    if not _KUBE:
+        _KUBE.append(KubeAPI(kubeconfig=os.environ["KUBECONFIG"]))
+    return _KUBE[0]
 
 
 async def _status() -> dict[str, Any]:
@@ -194,7 +207,9 @@ async def _roll_out(kubectl: str, env: dict[str, str], state_dir: Path, version:
         status = await _status()
         line = progress_line(status, steps)
         figures = metric_lines(status)
-        shown = line + "\n".join(figures)
+        # A change of state or a new look is news; a pause counting down is not.
+        shown = "|".join([str(status.get(k)) for k in ("phase", "currentStepIndex", "canaryWeight", "verdict")]
+                         + figures)
         if shown != last:
             print(f"[{time.monotonic() - started:5.0f}s] {line}", flush=True)
             for figure in figures:
@@ -226,9 +241,9 @@ def with_version(manifest: dict[str, Any], version: str, environment: dict[str, 
 
 def _check_outcome(outcome: str) -> list[str]:
     """What a user would check with kubectl after the outcome: traffic, pods and status."""
-    from siskin.operator.kube import DEPLOYMENTS, HTTP_ROUTES, ROLLOUTS, KubeAPI
+    from siskin.operator.kube import DEPLOYMENTS, HTTP_ROUTES, ROLLOUTS
 
-    kube = KubeAPI()
+    kube = _kube()
     problems = []
     route = kube.get(HTTP_ROUTES, NAMESPACE, ROLLOUT) or {}
     refs = (route.get("spec", {}).get("rules") or [{}])[0].get("backendRefs") or []

@@ -42,8 +42,7 @@ def metric_summary(verdict: dict[str, Any]) -> str:
 def _num(value: Any) -> str:
     if value is None:
         return "∞"
-    number = float(value)
-    return f"{number:.3g}" if abs(number) < 1000 else f"{number:.0f}"
+    return f"{float(value):.3g}"
 
 
 def progress_line(status: dict[str, Any], steps: int) -> str:
