@@ -27,7 +27,7 @@ def test_example_parses_and_renders() -> None:
     queries = [metric_queries(m, template.spec, QueryContext("shop", "podinfo")) for m in template.spec.metrics]
     assert 'namespace="shop",rollout="podinfo"' in queries[0].requests
     assert queries[0].events is not None and "[10s]" in queries[0].events
-    assert queries[1].fast is not None and "le=~`0\\.25`" in queries[1].fast
+    assert queries[1].fast is not None and "0\\.075`" in queries[1].fast
     assert queries[1].requests.startswith("sum by (track) (increase(http_request_duration_seconds_count{")
 
 
