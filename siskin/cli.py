@@ -40,7 +40,9 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="siskin", description="Progressive delivery with statistically judged canaries.")
+    parser = argparse.ArgumentParser(
+        prog="siskin", description="Progressive delivery with statistically judged canaries."
+    )
     sub = parser.add_subparsers(metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run the sandbox demo: v2 (healthy) is promoted, v3 (bad) rolled back")
@@ -139,7 +141,7 @@ def _current_namespace(namespace: str | None) -> str:
     try:
         import kubernetes
 
-        _, context = kubernetes.config.list_kube_config_contexts()
+        _, context = kubernetes.config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
         return str(context.get("context", {}).get("namespace") or "default")
     except Exception:
         return "default"

@@ -155,7 +155,8 @@ async def _start_operator(env: dict[str, str], prometheus_url: str, state_dir: P
 def _read_rollout() -> dict[str, Any] | None:
     from siskin.operator.kube import ROLLOUTS
 
-    return _kube().get(ROLLOUTS, NAMESPACE, ROLLOUT)
+    body: dict[str, Any] | None = _kube().get(ROLLOUTS, NAMESPACE, ROLLOUT)
+    return body
 
 
 _KUBE: list[Any] = []

@@ -83,7 +83,8 @@ class World:
     def tick(self, seconds: float = 2.0) -> Decision:
         """One reconcile: decide, apply, remember; then let time pass."""
         if self.analysis_outcome is not None:
-            for kind, progress in (("step", self.status.step_analysis), ("background", self.status.background_analysis)):
+            running = (("step", self.status.step_analysis), ("background", self.status.background_analysis))
+            for kind, progress in running:
                 for name in progress.templates if progress else []:
                     phase = self.analysis_outcome
                     self.analysis.setdefault(f"{kind}/{name}", AnalysisUpdate(phase, f"{name} {phase}", {}))  # type: ignore[arg-type]

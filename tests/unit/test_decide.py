@@ -267,10 +267,10 @@ def test_invalid_spec_sets_condition_and_touches_nothing(mutate, field) -> None:
 def test_missing_template_is_reported_as_invalid_spec() -> None:
     world = deployed()
     new_version(world, "v2")
-    world.spec_problems = ["spec.strategy.canary.steps[1].analysis.templates[0]: AnalysisTemplate default/red not found"]
+    world.spec_problems = ["spec.strategy.canary.steps[1].analysis.templates[0]: AnalysisTemplate default/red missing"]
     world.tick()
     invalid = next(c for c in world.status.conditions if c.type == "InvalidSpec")
-    assert "AnalysisTemplate default/red not found" in invalid.message
+    assert "AnalysisTemplate default/red missing" in invalid.message
     world.spec_problems = []
     world.tick()
     assert not [c for c in world.status.conditions if c.type == "InvalidSpec"]
