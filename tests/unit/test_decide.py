@@ -348,3 +348,51 @@ def test_resume_from_status_written_by_a_previous_operator(stop_at_step: int) ->
         "CanaryStarted")
     assert started == 1
     assert [h.outcome for h in world.status.history].count("Promoted") == 1
+
+
+# ----------------------------------------------------------------------------- background analysis
+
+
+def background_world(starting_step: int = 1) -> tuple[World, str]:
+    background = {"analysis": {"templates": [{"templateName": "bg"}], "startingStep": starting_step}}
+    world = deployed(rollout_spec("v1", steps=[{"setWeight": 20}, {"pause": {"duration": "20s"}}, {"setWeight": 40}],
+                                  canary=background))
+    return world, new_version(world, "v2")
+
+
+def background_look(phase: str, message: str) -> dict[str, AnalysisUpdate]:
+    return {analysis_key("background", "bg"): AnalysisUpdate(phase, message, {})}  # type: ignore[arg-type]
+
+
+def test_background_analysis_starts_at_its_step_and_fails_the_rollout() -> None:
+    world, revision = background_world(starting_step=1)
+    world.tick()
+    assert world.status.background_analysis is None  # step 0 is before startingStep
+    world.run_until(lambda w: w.status.background_analysis is not None)
+    assert world.status.current_step_index == 1
+    world.analysis = background_look("Failed", "errors: canary 9% vs baseline 2%")
+    world.tick()
+    assert world.status.phase == "Degraded" and world.status.aborted_revision == revision
+    assert "background analysis failed: errors: canary 9% vs baseline 2%" in world.status.message
+
+
+def test_promotion_waits_for_the_background_analysis_to_pass() -> None:
+    world, revision = background_world(starting_step=0)
+    world.run_until(lambda w: (w.status.current_step_index or 0) >= 3, seconds=5)
+    for _ in range(5):
+        world.tick(5)
+    assert world.status.stable_revision != revision
+    assert "waiting for the background analysis" in world.status.message
+    world.analysis = background_look("Successful", "errors Pass")
+    world.run_until(lambda w: w.status.phase == "Healthy")
+    assert world.status.stable_revision == revision
+
+
+def test_inconclusive_background_analysis_pauses_before_promotion() -> None:
+    world, revision = background_world(starting_step=0)
+    world.run_until(lambda w: (w.status.current_step_index or 0) >= 3, seconds=5)
+    world.analysis = background_look("Inconclusive", "errors: too few requests")
+    world.tick()
+    assert world.status.phase == "Paused"
+    world.requests = UserRequests(promote=f"{revision}:3")
+    world.run_until(lambda w: w.status.phase == "Healthy")
