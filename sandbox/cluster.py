@@ -22,11 +22,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import aiohttp
 from siskin.sandbox import apiserver, gateway_api
+from siskin.sandbox.lifecycle import StartStop
 from siskin.sandbox.loadgen import LoadGenerator, LoadTarget
 from siskin.sandbox.prometheus import PrometheusServer
 from siskin.sandbox.workloads import WorkloadSimulator
@@ -60,7 +60,7 @@ class SandboxInfo:
         )
 
 
-class Sandbox:
+class Sandbox(StartStop):
     """API emulator + workload simulator + Prometheus + load generators, as an async context manager."""
 
     def __init__(
@@ -177,17 +177,6 @@ class Sandbox:
         self.loads.append(load)
         return load
 
-    async def __aenter__(self) -> Sandbox:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 # --------------------------------------------------------------------------- state file

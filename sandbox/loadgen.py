@@ -27,11 +27,11 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 import aiohttp
+from siskin.sandbox.lifecycle import StartStop
 from siskin.sandbox.workloads import Endpoint
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
-class LoadGenerator:
+class LoadGenerator(StartStop):
     """Open-loop Poisson load at `rps`, bounded by `duration_s` and `max_requests`."""
 
     def __init__(
@@ -186,17 +186,6 @@ class LoadGenerator:
         if self.started_at is not None and self.finished_at is None:
             self.finished_at = time.monotonic()
 
-    async def __aenter__(self) -> LoadGenerator:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def done(self) -> bool:

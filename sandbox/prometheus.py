@@ -17,10 +17,10 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import TracebackType
 
 import aiohttp
 from siskin.sandbox import procguard
+from siskin.sandbox.lifecycle import StartStop
 
 INSTALL_HINT = "install it: apt-get install -y prometheus (or run `make demo`, which does it)"
 SCRAPE_JOB_NAME = "siskin-sandbox"
@@ -67,7 +67,7 @@ def render_config(sd_file: Path, scrape_interval_s: float) -> str:
     )
 
 
-class PrometheusServer:
+class PrometheusServer(StartStop):
     """A Prometheus process with its own temp dir; use as `async with PrometheusServer() as prom`."""
 
     def __init__(
@@ -186,17 +186,6 @@ class PrometheusServer:
         result: list[dict[str, object]] = body["data"]["result"]
         return result
 
-    async def __aenter__(self) -> PrometheusServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 @contextlib.asynccontextmanager

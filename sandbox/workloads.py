@@ -31,10 +31,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import aiohttp
+from siskin.sandbox.lifecycle import StartStop
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ class _DeploymentState:
     failure: str | None = None
 
 
-class WorkloadSimulator:
+class WorkloadSimulator(StartStop):
     """Runs one demo process per Deployment and keeps status and scrape targets honest.
 
     Use as ``async with WorkloadSimulator(api_url, sd_file) as simulator``.
@@ -297,17 +297,6 @@ class WorkloadSimulator:
             await self._session.close()
             self._session = None
 
-    async def __aenter__(self) -> WorkloadSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def endpoints(self) -> list[Endpoint]:
         """Every ready process, one per Deployment."""
