@@ -30,28 +30,13 @@ def set_condition(
 ) -> None:
     """Set one condition, keeping its transition time when its status is unchanged."""
     text = "True" if value else "False"
-    for index, existing in enumerate(status.conditions):
-        if existing.type == type_:
-            since = existing.last_transition_time if existing.status == text else now
-            status.conditions[index] = Condition(
-                type=type_,
-                status=text,
-                reason=reason,
-                message=message,
-                last_transition_time=since,
-                observed_generation=status.observed_generation,
-            )
-            return
-    status.conditions.append(
-        Condition(
-            type=type_,
-            status=text,
-            reason=reason,
-            message=message,
-            last_transition_time=now,
-            observed_generation=status.observed_generation,
-        )
-    )
+    existing = condition(status, type_)
+    since = existing.last_transition_time if existing is not None and existing.status == text else now
+    updated = Condition(type=type_, status=text, reason=reason, message=message, last_transition_time=since,
+                        observed_generation=status.observed_generation)
+    status.conditions = [updated if c.type == type_ else c for c in status.conditions]
+    if existing is None:
+        status.conditions.append(updated)
 
 
 def drop_condition(status: RolloutStatus, type_: str) -> None:
