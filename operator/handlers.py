@@ -9,10 +9,11 @@ between the two loses nothing and repeats nothing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import logging
 import os
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,27 +106,32 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def wake_up(memo: kopf.Memo, **_: Any) -> None:
+async def wake_up(memo: Any, **_: Any) -> None:
     """Any change to a Rollout wakes its loop at once instead of at the next tick."""
     wake = memo.get("wake")
-    if isinstance(wake, threading.Event):
+    if isinstance(wake, asyncio.Event):
         wake.set()
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
-def run_rollout(*, name: str, namespace: str | None, stopped: kopf.DaemonStopped, memo: Any, **_: Any) -> None:
-    """The reconcile loop of one Rollout, for as long as it exists."""
+async def run_rollout(*, name: str, namespace: str | None, stopped: Any, memo: Any, **_: Any) -> None:
+    """The reconcile loop of one Rollout, for as long as it exists.
+
+    The loop itself is async and holds no thread; each pass borrows a worker thread only while it
+    talks to the API and Prometheus, so any number of Rollouts share a small pool.
+    """
     assert namespace is not None  # Rollouts are namespaced
-    wake = threading.Event()
+    wake = asyncio.Event()
     memo["wake"] = wake
     kube: KubeAPI = memo["kube"]
     config: OperatorConfig = memo["config"]
     while not stopped:
         try:
-            reconcile(kube, config, namespace, name)
+            await asyncio.to_thread(reconcile, kube, config, namespace, name)
         except KubeError as exc:
             log.warning("Rollout %s/%s: Kubernetes API said %s; retrying", namespace, name, exc)
         except Exception:
             log.exception("Rollout %s/%s: reconcile failed; retrying", namespace, name)
-        wake.wait(config.interval_seconds)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(wake.wait(), config.interval_seconds)
         wake.clear()

@@ -340,11 +340,6 @@ def sync_handler_workers() -> int:
     return min(32, (os.cpu_count() or 1) + 4)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: run_rollout is a sync kopf.daemon, so every Rollout holds one thread of Kopf's sync-handler "
-    "executor for its whole life (settings.execution.max_workers is left at ThreadPoolExecutor's default, "
-    "min(32, cpus+4)); once that many Rollouts exist, the next Rollout's daemon and every wake_up handler "
-    "queue forever and the new Rollout is never deployed"))
 def test_the_operator_serves_more_rollouts_than_it_has_worker_threads(cluster: RunningSandbox,
                                                                        cleanup: list[str]) -> None:
     names = [f"many-{index}" for index in range(sync_handler_workers() + 1)]
