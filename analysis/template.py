@@ -60,7 +60,7 @@ class _Model(BaseModel):
     """Base: camelCase aliases as in the YAML, unknown fields rejected."""
 
     model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True, strict=True
     )
 
 

@@ -39,7 +39,7 @@ def parse_duration(text: str) -> float:
 class _Model(BaseModel):
     """Base: camelCase on the wire, typos rejected with their path."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=False, extra="forbid", strict=True)
 
 
 class _Status(BaseModel):
@@ -90,7 +90,7 @@ class Pause(_Model):
 class Step(BaseModel):
     """One canary step; exactly one of its fields is set."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=False, extra="forbid", strict=True)
 
     set_weight: int | None = Field(default=None, ge=0, le=100)
     pause: Pause | None = None
@@ -102,7 +102,7 @@ class Step(BaseModel):
         if not isinstance(data, dict):
             raise ValueError("a step must be an object such as {setWeight: 20}")
         known = ("setWeight", "pause", "analysis")
-        unknown = [key for key in data if key not in known and key not in ("set_weight",)]
+        unknown = [key for key in data if key not in known]
         if unknown:
             raise ValueError(f"unknown step {unknown[0]!r}; a step is one of {', '.join(known)}")
         if len(data) != 1:

@@ -190,6 +190,12 @@ def _check_object(value: JsonDict, schema: JsonDict, path: str, root: bool) -> l
         if required not in value:
             field = f"{path}.{required}" if path else required
             errors.append(FieldError(field, "FieldValueRequired", "Required value"))
+    if schema.get("minProperties") is not None and len(value) < schema["minProperties"]:
+        errors.append(_invalid(value, path, f"should have at least {schema['minProperties']} properties",
+                               shown='"object"'))
+    if schema.get("maxProperties") is not None and len(value) > schema["maxProperties"]:
+        errors.append(FieldError(path, "FieldValueTooMany",
+                                 f"Too many: {len(value)}: must have at most {schema['maxProperties']} items"))
     properties: JsonDict = schema.get("properties") or {}
     additional = schema.get("additionalProperties")
     for key, item in value.items():

@@ -313,9 +313,8 @@ _LAX = pytest.mark.xfail(strict=True, reason=(
     "model mismatch: siskin.operator.model uses pydantic's lax mode and populate_by_name, so it accepts "
     "what the CRD refuses (numbers as strings, 12.5 -> rejected but '20' -> 20, 'yes' -> True, snake_case "
     "field names). Harmless behind a real API server, which refuses these first, but the two do not agree"))
-_LAX_ROLLOUT_CASES = {"replicas as a string", "weight as a string", "baseline not a boolean",
-                      "snake_case spec field"}
-_LAX_TEMPLATE_CASES = {"alpha as a string"}
+_LAX_ROLLOUT_CASES: set[str] = set()
+_LAX_TEMPLATE_CASES: set[str] = set()
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=_LAX) if n in _LAX_ROLLOUT_CASES else n
@@ -376,10 +375,6 @@ def test_crd_defaults_are_the_model_defaults() -> None:
     assert AnalysisTemplate.model_validate(template) == AnalysisTemplate.model_validate(defaulted)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sandbox bug: siskin.sandbox.apiserver_schema.validate ignores minProperties/maxProperties (and "
-    "x-kubernetes-validations, x-kubernetes-list-map-keys), so the sandbox API stores a step "
-    "{setWeight: 20, pause: {}} or an empty selector.matchLabels that kube-apiserver refuses"))
 @pytest.mark.parametrize("name", ["two kinds in one step", "empty step", "empty matchLabels"])
 def test_the_emulator_alone_enforces_min_and_max_properties(name: str) -> None:
     manifest = mutated("Rollout", BAD_ROLLOUTS[name])
