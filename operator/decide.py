@@ -76,6 +76,7 @@ class Observations:
 
     now: datetime.datetime
     generation: int
+    rollout_name: str = "ROLLOUT"
     workloads: dict[Track, Workload | None] = field(default_factory=dict)
     canary_weight_seen: int | None = None
     routing_error: str | None = None
@@ -353,7 +354,7 @@ class _Tick:
                     return self.done("Progressing", cond.REASON_PROGRESSING, f"{label}: promoted, continuing")
                 return self.done("Paused", cond.REASON_PAUSED,
                                  f"{label}: paused at weight {self.status.canary_weight}; "
-                                 "run `siskin promote ROLLOUT` to continue")
+                                 f"run `siskin promote {self.obs.rollout_name}` to continue")
             left = parse_duration(step.pause.duration) - elapsed
             if left <= 0 or self.promote_requested(revision, index):
                 self.next_step(spec, f"paused {step.pause.duration}")
@@ -437,8 +438,8 @@ class _Tick:
                 self.next_step(spec, "inconclusive analysis promoted by the user")
                 return self.done("Progressing", cond.REASON_PROGRESSING, f"{label}: promoted by the user")
             return self.done("Paused", cond.REASON_INCONCLUSIVE,
-                             f"{label}: analysis inconclusive: {message}; run `siskin promote ROLLOUT` to go on "
-                             "or `siskin abort ROLLOUT` to roll back")
+                             f"{label}: analysis inconclusive: {message}; run `siskin promote "
+                             f"{self.obs.rollout_name}` to go on or `siskin abort {self.obs.rollout_name}` to roll back")
         return self.done("Progressing", cond.REASON_PROGRESSING, f"{label}: analysis running: {message}")
 
     def fold(self, progress: AnalysisProgress, kind: Literal["step", "background"]) -> tuple[RunPhase, str]:
@@ -492,7 +493,7 @@ class _Tick:
             waiting = f"all steps done; waiting for the background analysis to pass ({background.message})"
             if background.phase == "Inconclusive":
                 return self.done("Paused", cond.REASON_INCONCLUSIVE,
-                                 waiting + "; run `siskin promote ROLLOUT` to promote anyway")
+                                 waiting + f"; run `siskin promote {self.obs.rollout_name}` to promote anyway")
             return self.done("Progressing", cond.REASON_PROGRESSING, waiting)
         return self.promote(spec, revision)
 

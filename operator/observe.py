@@ -69,7 +69,7 @@ def observe(
         retry=rollout.annotations.get(ANNOTATION_RETRY),
     )
     if isinstance(rollout.spec, SpecError):
-        return Observations(now=now, generation=rollout.generation, requests=requests)
+        return Observations(now=now, generation=rollout.generation, rollout_name=rollout.name, requests=requests)
     spec = rollout.spec
     workloads = {track: observe_workload(kube, rollout.namespace, deployment_name(rollout.name, track))
                  for track in TRACKS}
@@ -84,6 +84,7 @@ def observe(
     return Observations(
         now=now,
         generation=rollout.generation,
+        rollout_name=rollout.name,
         workloads=workloads,
         canary_weight_seen=weight_seen,
         routing_error=routing_error,
