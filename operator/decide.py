@@ -439,7 +439,8 @@ class _Tick:
                 return self.done("Progressing", cond.REASON_PROGRESSING, f"{label}: promoted by the user")
             return self.done("Paused", cond.REASON_INCONCLUSIVE,
                              f"{label}: analysis inconclusive: {message}; run `siskin promote "
-                             f"{self.obs.rollout_name}` to go on or `siskin abort {self.obs.rollout_name}` to roll back")
+                             f"{self.obs.rollout_name}` to go on or `siskin abort {self.obs.rollout_name}` "
+                             "to roll back")
         return self.done("Progressing", cond.REASON_PROGRESSING, f"{label}: analysis running: {message}")
 
     def fold(self, progress: AnalysisProgress, kind: Literal["step", "background"]) -> tuple[RunPhase, str]:
