@@ -10,9 +10,8 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from apiserver_fixtures import ThreadedAPIServer, apiserver  # noqa: E402, F401
-
-from siskin.operator.kube import ROLLOUTS, KubeAPI  # noqa: E402
+from apiserver_fixtures import ThreadedAPIServer, apiserver  # noqa: F401
+from siskin.operator.kube import ROLLOUTS, KubeAPI
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -84,4 +83,5 @@ def test_get_and_status_show_phase_and_figures(apiserver: ThreadedAPIServer, kub
     status = siskin(apiserver, "status", "podinfo")
     assert status.returncode == 0, status.stderr
     assert "red/errors: Fail" in status.stdout and "ratio 3.50 [2.4, 5.2]" in status.stdout
-    assert yaml.safe_load(apiserver.kubectl("get", "rollout", "podinfo", "-o", "yaml").stdout)["status"]["verdict"] == "Fail"
+    shown = yaml.safe_load(apiserver.kubectl("get", "rollout", "podinfo", "-o", "yaml").stdout)
+    assert shown["status"]["verdict"] == "Fail"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from siskin.operator.traffic.base import TrafficRouter
 from siskin.operator.traffic.gateway_api import GatewayAPIRouter
 from siskin.operator.traffic.replica_ratio import ReplicaRatioRouter
