@@ -48,7 +48,7 @@ def names(wheel: Path) -> set[str]:
 
 @pytest.mark.parametrize("module", [
     "siskin/__init__.py", "siskin/cli.py", "siskin/demo.py",
-    "siskin/operator/__init__.py", "siskin/operator/decide.py", "siskin/operator/handlers.py",
+    "siskin/operator/decide.py", "siskin/operator/decide.py", "siskin/operator/handlers.py",
     "siskin/operator/traffic/__init__.py", "siskin/operator/traffic/gateway_api.py",
     "siskin/analysis/__init__.py", "siskin/analysis/sequential.py", "siskin/analysis/template.py",
     "siskin/sandbox/__init__.py", "siskin/sandbox/cluster.py", "siskin/sandbox/apiserver.py",
@@ -115,3 +115,12 @@ print(json.dumps({
     assert Path(seen["operator"]).parent == Path(sysconfig.get_paths()["stdlib"]), seen["operator"]
     assert seen["itemgetter"] == 42
     assert seen["crd"] and seen["example"]
+
+
+@pytest.mark.parametrize("how", [["-S", "-c", "import operator; print(operator.__file__)"],
+                                 ["-S", "-m", "json.tool", "--help"]])
+def test_source_tree_never_shadows_stdlib_operator(how: list[str]) -> None:
+    """``python -m ...`` from the checkout (as make and pytest run) must still get the standard library's operator."""
+    result = subprocess.run([sys.executable, *how], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert str(ROOT / "operator") not in result.stdout

@@ -1,1 +1,0 @@
-"""The Kopf operator: thin handlers around a pure rollout state machine."""
