@@ -65,7 +65,7 @@ class AnalysisUpdate:
 class UserRequests:
     """Commands from the CLI, carried as annotations on the Rollout."""
 
-    promote: str | None = None  # "<revision>:<stepIndex>" or "<revision>:full"
+    promote: str | None = None  # "<revision>:<stepIndex>@<nonce>" or "<revision>:full@<nonce>"
     abort: str | None = None  # "<revision>@<nonce>"
     retry: str | None = None  # "<revision>@<nonce>"
 
@@ -118,14 +118,38 @@ class _Tick:
         self.obs = obs
         self.now = obs.now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self.actions: list[Action] = []
+        self.previous_phase = status.phase
+        self.previous_message = status.message
+        self.steps_total = 0
 
     # ------------------------------------------------------------------ outcomes
 
     def done(self, phase: Phase, reason: str, message: str) -> Decision:
+        if phase == "Paused" and self.previous_phase != "Paused":
+            self.event("Normal", reason, message)
         self.status.phase = phase
         self.status.message = message
+        index = self.status.current_step_index
+        in_progress = self.status.canary_revision is not None and index is not None and self.steps_total
+        self.status.step = f"{min(index + 1, self.steps_total)}/{self.steps_total}" if in_progress else None
         cond.settle_conditions(self.status, reason, self.now)
         return Decision(self.actions, self.status)
+
+    def handled(self, request: str | None) -> None:
+        """Remember a request as acted on (or as stale): it never applies again."""
+        if request and request not in self.status.handled_requests:
+            self.status.handled_requests = [*self.status.handled_requests, request][-10:]
+
+    def take_promote(self, revision: str, step: int | str) -> bool:
+        """True, once, when the user asked to promote ``revision`` at ``step`` (an index or "full")."""
+        request = self.obs.requests.promote
+        if not request or request in self.status.handled_requests:
+            return False
+        target = request.split("@", 1)[0]
+        if target != f"{revision}:{step}":
+            return False
+        self.handled(request)
+        return True
 
     def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         self.actions.append(RecordEvent(type_, reason, message))
@@ -135,6 +159,7 @@ class _Tick:
         previous = cond.condition(self.status, cond.REASON_INVALID_SPEC)
         if previous is None or previous.message != message:
             self.event("Warning", cond.REASON_INVALID_SPEC, message)
+        self.handled(self.obs.requests.promote)  # a promote for an invalid spec is not kept for later
         cond.set_condition(self.status, cond.REASON_INVALID_SPEC, True, cond.REASON_INVALID_SPEC, message, self.now)
         return self.done("Degraded", cond.REASON_INVALID_SPEC, f"invalid spec: {message}")
 
@@ -176,6 +201,7 @@ class _Tick:
     # ------------------------------------------------------------------ the flow
 
     def run(self, spec: RolloutSpec) -> Decision:
+        self.steps_total = len(spec.strategy.canary.steps)
         revision = template_revision(_template_dict(spec))
         if self.status.stable_revision is None:
             return self.first_deploy(spec, revision)
@@ -203,7 +229,7 @@ class _Tick:
             self.start_canary(revision)
         abort = self.obs.requests.abort
         if abort and abort.startswith(f"{revision}@") and abort not in self.status.handled_requests:
-            self.status.handled_requests = [*self.status.handled_requests, abort][-5:]
+            self.handled(abort)
             return self.abort(spec, revision, stable_template, cond.REASON_ABORTED, "aborted by the user")
         if self.obs.routing_error:
             return self.routing_failed(spec, stable_template)
@@ -263,6 +289,7 @@ class _Tick:
             self.history(previous, "Superseded", f"replaced by revision {revision} before it finished")
             self.event("Normal", "CanarySuperseded", f"canary {previous} replaced by {revision}; restarting at step 0")
         self.clear_canary()
+        self.handled(self.obs.requests.promote)  # a promote from before this attempt never applies to it
         self.status.canary_revision = revision
         self.status.current_step_index = 0
         self.status.step_started_at = self.now
@@ -282,6 +309,8 @@ class _Tick:
               why: str) -> Decision:
         self.status.aborted_revision = revision
         self.status.abort_reason = why
+        self.status.verdict = {cond.REASON_ANALYSIS_FAILED: "Fail", cond.REASON_ANALYSIS_ERROR: "Error"}.get(
+            reason, "Aborted")
         self.history(revision, "RolledBack", why)
         self.event("Warning", reason, f"rolled back revision {revision}: {why}")
         self.status.canary_weight = 0
@@ -290,8 +319,9 @@ class _Tick:
     def hold_aborted(self, spec: RolloutSpec, revision: str, stable_template: dict[str, Any],
                      reason: str | None = None) -> Decision:
         retry = self.obs.requests.retry
+        self.handled(self.obs.requests.promote)  # nothing to promote while rolled back
         if retry and retry.startswith(f"{revision}@") and retry not in self.status.handled_requests:
-            self.status.handled_requests = [*self.status.handled_requests, retry][-5:]
+            self.handled(retry)
             self.status.aborted_revision = None
             self.status.abort_reason = None
             self.status.canary_revision = None
@@ -316,6 +346,8 @@ class _Tick:
         plan = router_for(spec).plan(self.status.canary_weight, spec.replicas, spec.strategy.canary.baseline)
         self.ensure(spec, plan, stable_template)
         message = f"traffic routing failed: {self.obs.routing_error}"
+        if message != self.previous_message:
+            self.event("Warning", cond.REASON_ROUTING, message)
         return self.done("Degraded", cond.REASON_ROUTING, message)
 
     # ------------------------------------------------------------------ steps
@@ -331,7 +363,7 @@ class _Tick:
         if background is not None:
             return self.abort(spec, revision, stable_template, *background)
 
-        if self.obs.requests.promote == f"{revision}:full" and index < len(steps):
+        if index < len(steps) and self.take_promote(revision, "full"):
             self.status.current_step_index = len(steps) - 1
             self.next_step(spec, "full promotion requested by the user")
             index = len(steps)
@@ -349,14 +381,14 @@ class _Tick:
 
         if step.pause is not None:
             if step.pause.duration is None:
-                if self.promote_requested(revision, index):
+                if self.take_promote(revision, index):
                     self.next_step(spec, "promoted by the user")
                     return self.done("Progressing", cond.REASON_PROGRESSING, f"{label}: promoted, continuing")
                 return self.done("Paused", cond.REASON_PAUSED,
                                  f"{label}: paused at weight {self.status.canary_weight}; "
                                  f"run `siskin promote {self.obs.rollout_name}` to continue")
             left = parse_duration(step.pause.duration) - elapsed
-            if left <= 0 or self.promote_requested(revision, index):
+            if left <= 0 or self.take_promote(revision, index):
                 self.next_step(spec, f"paused {step.pause.duration}")
                 return self.done("Progressing", cond.REASON_PROGRESSING, f"{label}: pause over")
             return self.done("Progressing", cond.REASON_PROGRESSING,
@@ -373,9 +405,6 @@ class _Tick:
             tzinfo=datetime.UTC
         )
         return (self.obs.now - started).total_seconds()
-
-    def promote_requested(self, revision: str, index: int) -> bool:
-        return self.obs.requests.promote in (f"{revision}:{index}", f"{revision}:full")
 
     def set_weight(self, spec: RolloutSpec, revision: str, stable_template: dict[str, Any], weight: int,
                    label: str) -> Decision:
@@ -426,6 +455,9 @@ class _Tick:
             return self.done("Progressing", cond.REASON_PROGRESSING, f"{label}: analysis {', '.join(names)} started")
         phase, message = self.fold(progress, "step")
         self.status.verdict = _verdict_text(phase)
+        if phase in ("Running", "Inconclusive") and self.take_promote(revision, index):
+            self.next_step(spec, f"analysis {phase.lower()}, skipped by the user")
+            return self.done("Progressing", cond.REASON_PROGRESSING, f"{label}: analysis skipped by the user")
         if phase in ("Failed", "Error"):
             reason = cond.REASON_ANALYSIS_FAILED if phase == "Failed" else cond.REASON_ANALYSIS_ERROR
             return self.abort(spec, revision, stable_template, reason, f"analysis {phase.lower()}: {message}")
@@ -434,9 +466,6 @@ class _Tick:
             self.next_step(spec, "analysis passed")
             return self.done("Progressing", cond.REASON_PROGRESSING, f"{label}: analysis passed: {message}")
         if phase == "Inconclusive":
-            if self.promote_requested(revision, index):
-                self.next_step(spec, "inconclusive analysis promoted by the user")
-                return self.done("Progressing", cond.REASON_PROGRESSING, f"{label}: promoted by the user")
             return self.done("Paused", cond.REASON_INCONCLUSIVE,
                              f"{label}: analysis inconclusive: {message}; run `siskin promote "
                              f"{self.obs.rollout_name}` to go on or `siskin abort {self.obs.rollout_name}` "
@@ -488,7 +517,7 @@ class _Tick:
         """After the last step: wait for the background analysis, then give the stable Deployment the new version."""
         background = self.status.background_analysis
         steps = len(spec.strategy.canary.steps)
-        if background is not None and background.phase != "Successful" and not self.promote_requested(revision, steps):
+        if background is not None and background.phase != "Successful" and not self.take_promote(revision, steps):
             self.ensure(spec, current, stable_template)
             self.actions.append(SetTraffic(current))
             waiting = f"all steps done; waiting for the background analysis to pass ({background.message})"
@@ -516,7 +545,7 @@ class _Tick:
         self.actions.append(EnsureWorkload("canary", revision, template, 0))
         self.actions.append(EnsureWorkload("baseline", revision, template, 0))
         previous = self.status.stable_revision
-        self.history(revision, "Promoted", f"replaced {previous} after {len(spec.strategy.canary.steps)} steps")
+        self.history(revision, "Promoted", f"replaced {previous}")
         self.event("Normal", cond.REASON_PROMOTED, f"revision {revision} promoted to stable (was {previous})")
         self.status.stable_revision = revision
         self.clear_canary()

@@ -273,6 +273,7 @@ class RolloutStatus(_Status):
     stable_revision: str | None = None
     canary_revision: str | None = None
     current_step_index: int | None = None
+    step: str | None = None
     step_started_at: str | None = None
     canary_weight: int = 0
     verdict: str | None = None

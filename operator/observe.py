@@ -147,8 +147,9 @@ def resolve_templates(
             templates[name] = AnalysisTemplateSpec.model_validate(body.get("spec") or {})
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
-            where = ".".join(str(part) for part in first["loc"])
-            problems.append(f"AnalysisTemplate {namespace}/{name} spec.{where}: {first['msg']}")
+            where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
+            message = str(first["msg"]).removeprefix("Value error, ")
+            problems.append(f"AnalysisTemplate {namespace}/{name}: spec{where}: {message}")
     return templates, problems
 
 

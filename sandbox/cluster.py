@@ -56,7 +56,8 @@ class SandboxInfo:
             f"  API server:  {self.api_url}\n"
             f"  Prometheus:  {self.prometheus_url}\n"
             f"  pod logs:    {self.log_dir}\n"
-            f"export KUBECONFIG={self.kubeconfig_path}"
+            f"export KUBECONFIG={self.kubeconfig_path}\n"
+            f"export SISKIN_PROMETHEUS_URL={self.prometheus_url}   # for `siskin operator`"
         )
 
 

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox = sub.add_parser("sandbox", help="start or stop the embedded sandbox cluster")
     sandbox.add_argument("action", choices=["up", "down", "status"])
     sandbox.add_argument("--state-dir", type=Path, default=Path(".siskin/sandbox"))
+    sandbox.add_argument("--load", action="append", default=[], metavar="'KIND NS/NAME@RPS'",
+                         help="keep load on an HTTPRoute or Service, e.g. 'HTTPRoute default/podinfo@200'")
     sandbox.set_defaults(run=_sandbox)
 
     operator = sub.add_parser("operator", help="run the operator against the current kubeconfig")
@@ -101,11 +103,13 @@ def _sandbox(args: argparse.Namespace) -> int:
     from siskin.sandbox import cluster
 
     if args.action == "up":
-        info = cluster.sandbox_up(args.state_dir)
-        print(info.describe())
+        try:
+            loads = [cluster.parse_load(text) for text in args.load]
+            cluster.sandbox_up(args.state_dir, loads=loads)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
     elif args.action == "down":
-        stopped = cluster.sandbox_down(args.state_dir)
-        print("sandbox stopped" if stopped else "no sandbox was running")
+        cluster.sandbox_down(args.state_dir)
     else:
         running = cluster.running_sandbox(args.state_dir)
         print(running.describe() if running else "no sandbox is running")
@@ -223,25 +227,33 @@ def _steer(args: argparse.Namespace) -> int:
     status = body.get("status") or {}
     nonce = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
     annotations: dict[str, str | None]
+    where = f"Rollout {namespace}/{args.name}"
+    canary = status.get("canaryRevision")
+    aborted = status.get("abortedRevision")
+    if args.verb in ("promote", "abort"):
+        if not canary:
+            raise CLIError(f"{where} has no canary in progress; nothing to {args.verb}")
+        if aborted == canary:
+            raise CLIError(f"{where}: revision {canary} is already rolled back; "
+                           f"`siskin retry {args.name}` starts it again")
     if args.verb == "promote":
-        revision = status.get("canaryRevision")
-        if not revision:
-            raise CLIError(f"Rollout {namespace}/{args.name} has no canary in progress; nothing to promote")
-        step = "full" if args.full else str(status.get("currentStepIndex", 0))
-        annotations = {ANNOTATION_PROMOTE: f"{revision}:{step}"}
-        done = f"promote requested for revision {revision} at step {step}"
+        index = int(status.get("currentStepIndex") or 0)
+        steps = body.get("spec", {}).get("strategy", {}).get("canary", {}).get("steps") or []
+        if not args.full and index < len(steps) and "setWeight" in steps[index]:
+            raise CLIError(f"{where} is at step {index + 1}/{len(steps)} (setWeight), which completes by itself; "
+                           "promote applies to pause and analysis steps, or use --full")
+        step = "full" if args.full else str(index)
+        annotations = {ANNOTATION_PROMOTE: f"{canary}:{step}@{nonce}"}
+        done = (f"promote of revision {canary} requested "
+                + ("for all remaining steps" if args.full else f"at step {index + 1}/{len(steps)}"))
     elif args.verb == "abort":
-        revision = status.get("canaryRevision")
-        if not revision:
-            raise CLIError(f"Rollout {namespace}/{args.name} has no canary in progress; nothing to abort")
-        annotations = {ANNOTATION_ABORT: f"{revision}@{nonce}"}
-        done = f"abort requested for revision {revision}"
+        annotations = {ANNOTATION_ABORT: f"{canary}@{nonce}"}
+        done = f"abort of revision {canary} requested"
     else:
-        revision = status.get("abortedRevision")
-        if not revision:
-            raise CLIError(f"Rollout {namespace}/{args.name} is not aborted; nothing to retry")
-        annotations = {ANNOTATION_RETRY: f"{revision}@{nonce}", ANNOTATION_ABORT: None}
-        done = f"retry requested for revision {revision}"
+        if not aborted:
+            raise CLIError(f"{where} is not rolled back; nothing to retry")
+        annotations = {ANNOTATION_RETRY: f"{aborted}@{nonce}", ANNOTATION_ABORT: None}
+        done = f"retry of revision {aborted} requested"
     kube.patch(ROLLOUTS, namespace, args.name, {"metadata": {"annotations": annotations}})
     print(f"rollout.siskin.dev/{args.name}: {done}")
     return 0

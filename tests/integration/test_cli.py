@@ -45,9 +45,20 @@ def test_promote_names_the_canary_revision_and_current_step(apiserver: ThreadedA
     set_status(kube, phase="Paused", canaryRevision="abc123", currentStepIndex=3)
     result = siskin(apiserver, "promote", "podinfo")
     assert result.returncode == 0, result.stderr
-    assert annotations(kube)["siskin.dev/promote"] == "abc123:3"
+    assert annotations(kube)["siskin.dev/promote"].startswith("abc123:3@")
+    assert "at step 4/4" in result.stdout
     assert siskin(apiserver, "promote", "podinfo", "--full").returncode == 0
-    assert annotations(kube)["siskin.dev/promote"] == "abc123:full"
+    assert annotations(kube)["siskin.dev/promote"].startswith("abc123:full@")
+
+
+def test_promote_refuses_what_it_cannot_do(apiserver: ThreadedAPIServer, kube: KubeAPI) -> None:  # noqa: F811
+    set_status(kube, phase="Progressing", canaryRevision="abc123", currentStepIndex=0)
+    at_set_weight = siskin(apiserver, "promote", "podinfo")
+    assert at_set_weight.returncode == 1 and "completes by itself" in at_set_weight.stderr
+    set_status(kube, phase="Degraded", canaryRevision="abc123", abortedRevision="abc123", currentStepIndex=1)
+    rolled_back = siskin(apiserver, "promote", "podinfo")
+    assert rolled_back.returncode == 1 and "siskin retry podinfo" in rolled_back.stderr
+    assert "siskin.dev/promote" not in annotations(kube)
 
 
 def test_abort_then_retry_replaces_the_abort_request(apiserver: ThreadedAPIServer,  # noqa: F811

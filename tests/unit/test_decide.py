@@ -396,3 +396,59 @@ def test_inconclusive_background_analysis_pauses_before_promotion() -> None:
     assert world.status.phase == "Paused"
     world.requests = UserRequests(promote=f"{revision}:3")
     world.run_until(lambda w: w.status.phase == "Healthy")
+
+
+# ----------------------------------------------------------------------------- stale requests
+
+
+def test_promote_full_while_rolled_back_does_not_apply_after_retry() -> None:
+    world = deployed()
+    revision = new_version(world, "v2")
+    world.run_until(lambda w: w.status.phase == "Paused")
+    world.requests = UserRequests(abort=f"{revision}@1")
+    world.tick()
+    world.requests = UserRequests(abort=f"{revision}@1", promote=f"{revision}:full")
+    world.tick()
+    assert world.status.phase == "Degraded"
+    world.requests = UserRequests(abort=f"{revision}@1", promote=f"{revision}:full@2", retry=f"{revision}@3")
+    world.run_until(lambda w: w.status.phase == "Paused")
+    assert world.status.stable_revision != revision and world.status.current_step_index == 1
+
+
+def test_promote_from_an_earlier_attempt_is_not_reused() -> None:
+    world = deployed()
+    stable = world.spec["template"]
+    revision = new_version(world, "v2")
+    world.run_until(lambda w: w.status.phase == "Paused")
+    world.spec["template"] = stable  # reverted before the promote was seen
+    world.tick()
+    world.requests = UserRequests(promote=f"{revision}:1@1")
+    world.run_until(lambda w: w.status.phase == "Healthy")
+    world.spec["template"] = pod_template("v2")  # the same revision, applied again
+    world.run_until(lambda w: w.status.phase == "Paused")
+    for _ in range(3):
+        world.tick()
+    assert world.status.phase == "Paused" and world.status.stable_revision != revision
+    world.requests = UserRequests(promote=f"{revision}:1@2")  # a new promote for this attempt works
+    world.run_until(lambda w: w.status.phase == "Healthy")
+    assert world.status.stable_revision == revision
+
+
+def test_promote_skips_a_running_analysis() -> None:
+    world, revision = analysis_world()
+    world.analysis = look("Running", "errors Inconclusive")
+    world.tick()
+    world.requests = UserRequests(promote=f"{revision}:1@1")
+    world.tick()
+    assert world.status.current_step_index == 2
+    assert "skipped by the user" in world.events[-1].message
+
+
+def test_pausing_is_an_event_once_and_the_step_is_shown_one_based() -> None:
+    world = deployed()
+    new_version(world, "v2")
+    world.run_until(lambda w: w.status.phase == "Paused")
+    for _ in range(3):
+        world.tick()
+    assert world.reasons().count("RolloutPaused") == 1
+    assert world.status.step == "2/2" and world.status.current_step_index == 1

@@ -48,7 +48,7 @@ def names(wheel: Path) -> set[str]:
 
 @pytest.mark.parametrize("module", [
     "siskin/__init__.py", "siskin/cli.py", "siskin/demo.py",
-    "siskin/operator/decide.py", "siskin/operator/decide.py", "siskin/operator/handlers.py",
+    "siskin/operator/decide.py", "siskin/operator/observe.py", "siskin/operator/handlers.py",
     "siskin/operator/traffic/__init__.py", "siskin/operator/traffic/gateway_api.py",
     "siskin/analysis/__init__.py", "siskin/analysis/sequential.py", "siskin/analysis/template.py",
     "siskin/sandbox/__init__.py", "siskin/sandbox/cluster.py", "siskin/sandbox/apiserver.py",
