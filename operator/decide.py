@@ -130,8 +130,9 @@ class _Tick:
         self.status.phase = phase
         self.status.message = message
         index = self.status.current_step_index
-        in_progress = self.status.canary_revision is not None and index is not None and self.steps_total
-        self.status.step = f"{min(index + 1, self.steps_total)}/{self.steps_total}" if in_progress else None
+        self.status.step = None
+        if self.status.canary_revision is not None and index is not None and self.steps_total:
+            self.status.step = f"{min(index + 1, self.steps_total)}/{self.steps_total}"
         cond.settle_conditions(self.status, reason, self.now)
         return Decision(self.actions, self.status)
 
