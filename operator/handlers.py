@@ -27,6 +27,8 @@ from siskin.operator.decide import decide
 from siskin.operator.kube import ROLLOUTS, KubeAPI, KubeError
 from siskin.operator.model import GROUP, PLURAL, VERSION, RolloutSpec, RolloutStatus, parse_spec
 from siskin.operator.observe import RolloutObject, observe
+from siskin.operator.traffic import router_for
+from siskin.operator.traffic.base import RolloutRef
 from siskin.operator.traffic.gateway_api import RouteNotReady
 
 log = logging.getLogger("siskin.operator")
@@ -103,6 +105,15 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     memo["kube"] = KubeAPI()
     memo["config"] = OperatorConfig()
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def release_traffic(spec: Any, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """Before a Rollout goes, its route stops pointing at the canary and baseline Services."""
+    parsed = parse_spec(dict(spec))
+    if isinstance(parsed, RolloutSpec) and namespace is not None:
+        rollout = RolloutRef(namespace, name, parsed)
+        await asyncio.to_thread(router_for(parsed).release, memo["kube"], rollout)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

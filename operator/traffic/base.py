@@ -54,6 +54,10 @@ class TrafficRouter(Protocol):
         """The canary weight the routing objects carry now; None when the router cannot tell."""
         ...
 
+    def release(self, kube: KubeAPI, rollout: RolloutRef) -> None:
+        """The Rollout is being deleted: leave the routing objects sending everything to stable."""
+        ...
+
 
 def baseline_share(weight: int, baseline: bool) -> int:
     """The baseline gets the canary's share while there is room for it."""

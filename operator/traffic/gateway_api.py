@@ -39,8 +39,19 @@ class GatewayAPIRouter:
 
     def set_weights(self, kube: KubeAPI, rollout: RolloutRef, plan: TrafficPlan) -> None:
         """Rewrite the backendRefs of the rules that route to this Rollout (only when they differ)."""
+        self._set_backend_refs(kube, rollout, _backend_refs(rollout, plan))
+
+    def release(self, kube: KubeAPI, rollout: RolloutRef) -> None:
+        """Leave the route as a user first writes it: everything to the stable Service, no canary refs."""
+        try:
+            stable_only = [{"name": service_name(rollout.spec, "stable"), "port": rollout.spec.service.port,
+                            "weight": 100}]
+            self._set_backend_refs(kube, rollout, stable_only)
+        except RouteNotReady:
+            pass  # no route, or none of its rules is ours: nothing to undo
+
+    def _set_backend_refs(self, kube: KubeAPI, rollout: RolloutRef, wanted: list[dict[str, Any]]) -> None:
         route = self._route(kube, rollout)
-        wanted = _backend_refs(rollout, plan)
         rules = route.get("spec", {}).get("rules") or []
         ours = [index for index, rule in enumerate(rules) if _routes_to_rollout(rule, rollout)]
         if not ours:

@@ -39,3 +39,6 @@ class ReplicaRatioRouter:
     def observed_canary_weight(self, kube: KubeAPI, rollout: RolloutRef) -> int | None:
         """Not observable apart from the pods; the decision core checks the pods instead."""
         return None
+
+    def release(self, kube: KubeAPI, rollout: RolloutRef) -> None:
+        """Nothing to undo: the Services go with the Rollout."""

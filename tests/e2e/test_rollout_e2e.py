@@ -160,3 +160,21 @@ def test_kubectl_shows_the_phase(cluster: RunningSandbox) -> None:
     header, row = output.splitlines()[:2]
     assert header.split()[:2] == ["NAME", "PHASE"], header
     assert row.split()[:2] == [ROLLOUT, cluster.status(ROLLOUT)["phase"]], output
+
+
+def test_kubectl_shows_step_weight_and_verdict(cluster: RunningSandbox) -> None:
+    """The printer columns a user reads: PHASE, STEP, WEIGHT, VERDICT, AGE."""
+    header = cluster.kubectl("get", "rollouts", ROLLOUT).stdout.splitlines()[0]
+    assert header.split() == ["NAME", "PHASE", "STEP", "WEIGHT", "VERDICT", "AGE"]
+
+
+def test_deleting_the_rollout_leaves_the_route_on_stable_and_removes_what_it_owned(cluster: RunningSandbox) -> None:
+    """Runs last in this module: the Rollout goes, its route no longer names canary or baseline."""
+    cluster.kubectl("delete", "rollout", ROLLOUT, "--wait=true", "--timeout=60s")
+    weights = cluster.wait_for(
+        lambda: cluster.route_weights(ROLLOUT) if f"{ROLLOUT}-canary" not in cluster.route_weights(ROLLOUT) else None,
+        30, "the HTTPRoute to drop the canary backend")
+    assert weights == {f"{ROLLOUT}-stable": 100}
+    cluster.wait_for(lambda: all(cluster.deployment(f"{ROLLOUT}-{track}") is None
+                                 for track in ("stable", "canary", "baseline")) or None,
+                     30, "the Rollout's Deployments to be deleted")
