@@ -82,6 +82,7 @@ class Observations:
     routing_error: str | None = None
     spec_problems: list[str] = field(default_factory=list)
     analysis: dict[str, AnalysisUpdate] = field(default_factory=dict)
+    preflight_problems: list[str] | None = None  # None: the templates' queries were not tried this tick
     requests: UserRequests = field(default_factory=UserRequests)
 
 
@@ -234,6 +235,31 @@ class _Tick:
             return self.abort(spec, revision, stable_template, cond.REASON_ABORTED, "aborted by the user")
         if self.obs.routing_error:
             return self.routing_failed(spec, stable_template)
+        if _uses_analysis(spec) and self.status.preflight_revision != revision:
+            return self.preflight(spec, revision, stable_template)
+        return self.step(spec, revision, stable_template)
+
+    def preflight(self, spec: RolloutSpec, revision: str, stable_template: dict[str, Any]) -> Decision:
+        """Before the canary gets traffic, every analysis query must run: a broken one stops here."""
+        problems = self.obs.preflight_problems
+        if problems is None:
+            plan = router_for(spec).plan(0, spec.replicas, False)
+            self.ensure(spec, plan, stable_template)
+            return self.done("Progressing", cond.REASON_PROGRESSING,
+                             f"revision {revision}: checking the analysis queries before moving traffic")
+        if problems:
+            message = f"{problems[0]}; fix the AnalysisTemplate, the canary waits with no traffic"
+            previous = cond.condition(self.status, cond.REASON_ANALYSIS_ERROR)
+            if previous is None or previous.message != message:
+                self.event("Warning", cond.REASON_ANALYSIS_ERROR, message)
+            cond.set_condition(self.status, cond.REASON_ANALYSIS_ERROR, True, cond.REASON_ANALYSIS_ERROR,
+                               message, self.now)
+            plan = router_for(spec).plan(0, spec.replicas, False)
+            self.actions.append(SetTraffic(plan))
+            self.ensure(spec, plan, stable_template)
+            return self.done("Degraded", cond.REASON_ANALYSIS_ERROR, message)
+        cond.drop_condition(self.status, cond.REASON_ANALYSIS_ERROR)
+        self.status.preflight_revision = revision
         return self.step(spec, revision, stable_template)
 
     def first_deploy(self, spec: RolloutSpec, revision: str) -> Decision:
@@ -277,6 +303,7 @@ class _Tick:
 
     def clear_canary(self) -> None:
         self.status.canary_revision = None
+        self.status.preflight_revision = None
         self.status.current_step_index = None
         self.status.step_started_at = None
         self.status.canary_weight = 0
@@ -571,6 +598,11 @@ def _abort_reason_of(status: RolloutStatus) -> str:
     if degraded is not None and degraded.status == "True":
         return str(degraded.reason)
     return cond.REASON_ABORTED
+
+
+def _uses_analysis(spec: RolloutSpec) -> bool:
+    canary = spec.strategy.canary
+    return canary.analysis is not None or any(step.analysis is not None for step in canary.steps)
 
 
 def _template_dict(spec: RolloutSpec) -> dict[str, Any]:

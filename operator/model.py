@@ -272,6 +272,7 @@ class RolloutStatus(_Status):
     message: str = ""
     stable_revision: str | None = None
     canary_revision: str | None = None
+    preflight_revision: str | None = None
     current_step_index: int | None = None
     step: str | None = None
     step_started_at: str | None = None

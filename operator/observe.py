@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from siskin.analysis.provider import MetricsProvider
-from siskin.analysis.queries import QueryContext
+from siskin.analysis.provider import MetricsProvider, ProviderError
+from siskin.analysis.queries import QueryContext, TemplateError, metric_queries
 from siskin.analysis.run import AnalysisRunState, advance, look
 from siskin.analysis.template import AnalysisTemplateSpec
 from siskin.operator.decide import AnalysisUpdate, Observations, UserRequests, Workload, analysis_key
@@ -81,6 +81,10 @@ def observe(
     except RouteNotReady as exc:
         routing_error = str(exc)
     analysis = {} if problems else look_at_analyses(rollout, templates, now, provider_for)
+    status = rollout.status
+    preflight: list[str] | None = None
+    if not problems and status.canary_revision and status.preflight_revision != status.canary_revision:
+        preflight = preflight_queries(rollout, templates, now, provider_for)
     return Observations(
         now=now,
         generation=rollout.generation,
@@ -90,6 +94,7 @@ def observe(
         routing_error=routing_error,
         spec_problems=problems,
         analysis=analysis,
+        preflight_problems=preflight,
         requests=requests,
     )
 
@@ -207,3 +212,56 @@ def look_at_analyses(
 def _timestamp(text: str) -> float:
     parsed = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
     return parsed.timestamp()
+
+
+def preflight_queries(
+    rollout: RolloutObject,
+    templates: dict[str, AnalysisTemplateSpec],
+    now: datetime.datetime,
+    provider_for: ProviderFactory,
+) -> list[str]:
+    """Run every query of every referenced template once, before any traffic moves to the canary.
+
+    A query Prometheus refuses, an argument that does not resolve, or an unreachable
+    Prometheus is found here, while the canary still has no traffic, rather than
+    rolling back a canary that may be fine. Empty results are expected (no canary yet).
+    """
+    assert isinstance(rollout.spec, RolloutSpec)
+    args = {arg.name: arg.value for arg in _all_args(rollout.spec)}
+    context = QueryContext(namespace=rollout.namespace, name=rollout.name, args=args)
+    problems: list[str] = []
+    end = now.timestamp()
+    for name, template in templates.items():
+        provider = provider_for(template)
+        try:
+            for metric in template.metrics:
+                try:
+                    queries = metric_queries(metric, template, context)
+                except TemplateError as exc:
+                    problems.append(f"AnalysisTemplate {rollout.namespace}/{name} metric {metric.name}: {exc}")
+                    continue
+                for role, query in (("requests", queries.requests), ("events", queries.events),
+                                    ("slow requests", queries.fast)):
+                    if query is None:
+                        continue
+                    try:
+                        provider.range_by_track(query, end - 4 * template.interval_seconds, end,
+                                                template.interval_seconds)
+                    except ProviderError as exc:
+                        problems.append(f"AnalysisTemplate {rollout.namespace}/{name} metric {metric.name} "
+                                        f"({role} query): {exc}")
+                        break
+        finally:
+            close = getattr(provider, "close", None)
+            if close is not None:
+                close()
+    return problems
+
+
+def _all_args(spec: RolloutSpec) -> list[Any]:
+    canary = spec.strategy.canary
+    args = list(canary.analysis.args) if canary.analysis is not None else []
+    for step in canary.steps:
+        if step.analysis is not None:
+            args += step.analysis.args
+    return args

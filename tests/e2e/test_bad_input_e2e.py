@@ -133,10 +133,6 @@ def deployments_of(cluster: RunningSandbox, name: str) -> dict[str, dict[str, An
     return {track: body for track, body in found.items() if body is not None}
 
 
-def degraded(status: dict[str, Any]) -> dict[str, Any]:
-    found = condition(status, "Degraded")
-    assert found is not None and found["status"] == "True", status.get("conditions")
-    return found
 
 
 # --------------------------------------------------------------------------- rejected by the API
@@ -223,94 +219,62 @@ def test_missing_template_is_named_and_fixing_it_lets_the_rollout_proceed(cluste
 # --------------------------------------------------------------------------- analyses that cannot measure
 
 
-def roll_out_and_watch(cluster: RunningSandbox, name: str, manifest: dict[str, Any]) -> tuple[dict[str, Any],
-                                                                                              set[str]]:
-    """Apply v2 and wait for it to finish; the final status and every verdict seen on the way."""
-    changed = with_version(manifest, "v2")
-    revision = revision_of(changed)
-    cluster.apply(changed)
-    verdicts: set[str] = set()
-
-    def finished() -> dict[str, Any] | None:
-        status = cluster.status(name)
-        if status.get("verdict"):
-            verdicts.add(str(status["verdict"]))
-        done = [h for h in status.get("history") or [] if h.get("revision") == revision
-                and h.get("outcome") in ("Promoted", "RolledBack")]
-        return status if done else None
-
-    status = cluster.wait_for(finished, 90, f"{name} v2 to finish")
-    return status, verdicts
 
 
-def outcome(status: dict[str, Any], revision: str) -> str:
-    return str(next(h["outcome"] for h in reversed(status["history"]) if h["revision"] == revision))
 
 
-def assert_rolled_back_on_stable(cluster: RunningSandbox, name: str, stable_revision: str) -> None:
-    def settled() -> bool:
-        tracks = deployments_of(cluster, name)
-        return all(tracks[t]["spec"]["replicas"] == 0 for t in ("canary", "baseline") if t in tracks)
-
-    cluster.wait_for(settled, 15, f"{name}'s canary and baseline to scale to zero")
-    stable = deployments_of(cluster, name)["stable"]
-    assert stable["spec"]["template"]["metadata"]["labels"]["siskin.dev/revision"] == stable_revision
-    assert stable["spec"]["replicas"] == 2
-    status = cluster.status(name)
-    assert status["stableRevision"] == stable_revision
-    assert status.get("canaryWeight", 0) == 0
 
 
-def test_broken_promql_errors_with_prometheus_message_and_rolls_back(cluster: RunningSandbox,
-                                                                     cleanup: list[str]) -> None:
+def held_before_traffic(cluster: RunningSandbox, name: str, stable_revision: str) -> dict[str, Any]:
+    """Wait until the new revision is held by the query check; assert nothing moved to the canary."""
+    status = cluster.wait_for_status(
+        name, lambda s: (condition(s, "AnalysisError") or {}).get("status") == "True", 60,
+        f"{name}: the analysis queries to be refused before traffic moves")
+    assert status["phase"] == "Degraded", status
+    assert status.get("canaryWeight", 0) == 0, status
+    assert status.get("stableRevision") == stable_revision
+    assert cluster.replicas(f"{name}-canary") == 0 and cluster.replicas(f"{name}-baseline") == 0
+    assert "stepAnalysis" not in status, status  # no analysis ran, so nothing could pass
+    warnings = [e for e in cluster.events(name) if e.get("type") == "Warning" and e.get("reason") == "AnalysisError"]
+    assert warnings, cluster.events(name)
+    return status
+
+
+def test_broken_promql_holds_the_canary_without_traffic_until_fixed(cluster: RunningSandbox,
+                                                                    cleanup: list[str]) -> None:
     cleanup.extend(["badquery"])
     broken = REQUESTS_QUERY.removesuffix(")")  # an unclosed parenthesis
     cluster.apply(template("broken-query", requests=broken))
     manifest = rollout("badquery", steps=analysis_steps("broken-query"))
     stable_revision = make_stable(cluster, manifest)
+    cluster.add_load(f"Service {NAMESPACE}/badquery", rps=50, duration_s=120)
+    cluster.apply(with_version(manifest, "v2"))
 
-    status, verdicts = roll_out_and_watch(cluster, "badquery", manifest)
+    status = held_before_traffic(cluster, "badquery", stable_revision)
+    message = condition(status, "AnalysisError")["message"]  # type: ignore[index]
+    # Prometheus' own words, with the metric and the query that failed.
+    assert "parse error" in message and "bad_data" in message, message
+    assert "metric errors (requests query)" in message, message
 
-    revision = revision_of(with_version(manifest, "v2"))
-    assert outcome(status, revision) == "RolledBack", status
-    assert "Pass" not in verdicts and status.get("verdict") != "Promoted", verdicts
-    assert status["phase"] == "Degraded"
-    found = degraded(status)
-    assert found["reason"] == "AnalysisError", found
-    run = status["stepAnalysis"]["runs"]["broken-query"]
-    assert run["phase"] == "Error", run
-    # Prometheus' own words, passed through to the user.
-    for text in (run["message"], found["message"], status["abortReason"]):
-        assert "parse error" in text and "bad_data" in text, text
-    assert_rolled_back_on_stable(cluster, "badquery", stable_revision)
-    warnings = [e for e in cluster.events("badquery") if e.get("type") == "Warning"]
-    assert any(e.get("reason") == "AnalysisError" and revision in e.get("message", "") for e in warnings)
+    cluster.apply(template("broken-query"))  # fixed
+    fixed = cluster.wait_for_status("badquery", lambda s: s.get("canaryWeight") == 50, 60,
+                                    "badquery to move traffic once the query is fixed")
+    assert condition(fixed, "AnalysisError") is None, fixed["conditions"]
 
 
-def test_unreachable_prometheus_never_passes_and_rolls_back(cluster: RunningSandbox, cleanup: list[str]) -> None:
+def test_unreachable_prometheus_holds_the_canary_without_traffic(cluster: RunningSandbox,
+                                                                 cleanup: list[str]) -> None:
     cleanup.extend(["noprom"])
     cluster.apply(template("nowhere", address="http://127.0.0.1:1"))
     manifest = rollout("noprom", steps=analysis_steps("nowhere"))
     stable_revision = make_stable(cluster, manifest)
-    cluster.add_load(f"Service {NAMESPACE}/noprom", rps=50, duration_s=120)
+    cluster.apply(with_version(manifest, "v2"))
 
-    status, verdicts = roll_out_and_watch(cluster, "noprom", manifest)
-
-    revision = revision_of(with_version(manifest, "v2"))
-    assert outcome(status, revision) == "RolledBack", status
-    assert "Pass" not in verdicts, verdicts
-    found = degraded(status)
-    assert found["reason"] == "AnalysisError", found
-    run = status["stepAnalysis"]["runs"]["nowhere"]
-    assert run["phase"] == "Error", run
-    latest = [m["latest"]["verdict"] for m in run["state"]["metrics"]]
-    assert latest == ["Error"], run["state"]
-    assert run["state"]["metrics"][0]["consecutiveErrors"] == 2, run["state"]
-    assert "127.0.0.1:1" in run["message"], run["message"]
-    assert_rolled_back_on_stable(cluster, "noprom", stable_revision)
-
-
-# --------------------------------------------------------------------------- others keep going
+    status = held_before_traffic(cluster, "noprom", stable_revision)
+    message = condition(status, "AnalysisError")["message"]  # type: ignore[index]
+    assert "127.0.0.1:1" in message and "no traffic" in message, message
+    assert not [h for h in status.get("history") or [] if h.get("outcome") == "Promoted"
+                and h.get("revision") != stable_revision]
 
 
 def test_a_healthy_rollout_progresses_while_another_is_broken(cluster: RunningSandbox, cleanup: list[str]) -> None:

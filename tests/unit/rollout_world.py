@@ -64,8 +64,13 @@ class World:
     routing_error: str | None = None
     spec_problems: list[str] = field(default_factory=list)
     analysis_outcome: str | None = None  # when set, every running analysis reports this phase each tick
+    preflight_problems: list[str] = field(default_factory=list)  # what trying the analysis queries finds
 
     def observe(self) -> Observations:
+        status = self.status
+        preflight = None
+        if status.canary_revision and status.preflight_revision != status.canary_revision:
+            preflight = list(self.preflight_problems)
         return Observations(
             now=self.now,
             generation=self.generation,
@@ -74,6 +79,7 @@ class World:
             routing_error=self.routing_error,
             spec_problems=list(self.spec_problems),
             analysis=dict(self.analysis),
+            preflight_problems=preflight,
             requests=self.requests,
         )
 

@@ -452,3 +452,21 @@ def test_pausing_is_an_event_once_and_the_step_is_shown_one_based() -> None:
         world.tick()
     assert world.reasons().count("RolloutPaused") == 1
     assert world.status.step == "2/2" and world.status.current_step_index == 1
+
+
+def test_broken_analysis_query_stops_the_canary_before_any_traffic() -> None:
+    world = deployed(rollout_spec("v1", steps=ANALYSIS_STEPS))
+    world.preflight_problems = ["AnalysisTemplate default/red metric errors (requests query): bad_data: parse error"]
+    new_version(world, "v2")
+    for _ in range(5):
+        world.tick()
+    assert world.status.phase == "Degraded"
+    assert condition(world, "AnalysisError") == ("True", "AnalysisError")
+    assert "parse error" in world.status.message and "no traffic" in world.status.message
+    assert world.traffic is not None and world.traffic.canary_weight == 0
+    assert world.workloads.get("canary") is None or world.workloads["canary"].replicas == 0
+    assert world.reasons().count("AnalysisError") == 1
+    world.preflight_problems = []  # the template was fixed
+    world.run_until(lambda w: w.status.step_analysis is not None)
+    assert not [c for c in world.status.conditions if c.type == "AnalysisError"]
+    assert world.status.canary_weight == 20
