@@ -189,7 +189,10 @@ def look_at_analyses(
             previous = (AnalysisRunState.model_validate(previous_run["state"])
                         if previous_run.get("state") else None)
             if previous is not None and previous.done:
-                continue
+                if not (kind == "background" and previous.phase == "Successful"):
+                    continue
+                # Background analysis watches until promotion: a pass so far does not end it.
+                previous = previous.model_copy(update={"phase": "Running"})
             due = previous is None or previous.last_look_at is None or (
                 now.timestamp() - previous.last_look_at >= template.interval_seconds
             )
