@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the sandbox demo: v2 (healthy) is promoted, v3 (bad) rolled back")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
     demo.add_argument("--rps", type=float, default=300.0, help="load on the demo service (requests/s)")
+    demo.add_argument("--judge", choices=["sequential", "mannWhitney"], default="sequential",
+                      help="the analysis judge: Siskin's sequential test, or the Kayenta-compatible Mann-Whitney")
     demo.set_defaults(run=_demo)
 
     sandbox = sub.add_parser("sandbox", help="start or stop the embedded sandbox cluster")
@@ -96,7 +98,7 @@ def _namespace(parser: argparse.ArgumentParser) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from siskin.demo import run_demo
 
-    return run_demo(json_output=args.json, rps=args.rps)
+    return run_demo(json_output=args.json, rps=args.rps, judge=args.judge)
 
 
 def _sandbox(args: argparse.Namespace) -> int:

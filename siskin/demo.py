@@ -67,7 +67,7 @@ def packaged(package: str, name: str) -> Path:
     return Path(str(importlib.resources.files(package).joinpath(name)))
 
 
-def run_demo(json_output: bool = False, rps: float = 300.0) -> int:
+def run_demo(json_output: bool = False, rps: float = 300.0, judge: str = "sequential") -> int:
     """Run the demo; 0 when both outcomes are as expected."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
@@ -76,7 +76,7 @@ def run_demo(json_output: bool = False, rps: float = 300.0) -> int:
         return 1
     started = time.monotonic()
     try:
-        outcomes = asyncio.run(_demo(kubectl, rps))
+        outcomes = asyncio.run(_demo(kubectl, rps, judge))
     except DemoError as exc:
         print(f"siskin demo: {exc}", file=sys.stderr)
         return 1
@@ -97,7 +97,7 @@ class DemoError(Exception):
     """The demo could not run (as opposed to a rollout with an unexpected outcome)."""
 
 
-async def _demo(kubectl: str, rps: float) -> list[Outcome]:
+async def _demo(kubectl: str, rps: float, judge: str) -> list[Outcome]:
     from siskin.sandbox.cluster import Sandbox
 
     state_dir = Path(tempfile.mkdtemp(prefix="siskin-demo-"))
@@ -110,7 +110,12 @@ async def _demo(kubectl: str, rps: float) -> list[Outcome]:
                        "-f", str(packaged("siskin.crds", "analysistemplate.yaml")))
         operator = await _start_operator(env, sandbox.prometheus_url, state_dir)
         try:
-            await _kubectl(kubectl, env, "apply", "-f", str(packaged("siskin.examples", "analysistemplate.yaml")),
+            template = yaml.safe_load(packaged("siskin.examples", "analysistemplate.yaml").read_text())
+            template["spec"]["judge"] = judge
+            template_path = state_dir / "analysistemplate.yaml"
+            template_path.write_text(yaml.safe_dump(template, sort_keys=False))
+            print(f"judge: {judge}")
+            await _kubectl(kubectl, env, "apply", "-f", str(template_path),
                            "-f", str(packaged("siskin.examples", "httproute.yaml")),
                            "-f", str(packaged("siskin.examples", "rollout.yaml")))
             await sandbox.add_load(f"HTTPRoute {NAMESPACE}/{ROLLOUT}", rps=rps, duration_s=ROLLOUT_TIMEOUT_S * 3)
