@@ -304,6 +304,7 @@ class _Tick:
     def clear_canary(self) -> None:
         self.status.canary_revision = None
         self.status.preflight_revision = None
+        cond.drop_condition(self.status, cond.REASON_ANALYSIS_ERROR)
         self.status.current_step_index = None
         self.status.step_started_at = None
         self.status.canary_weight = 0

@@ -470,3 +470,14 @@ def test_broken_analysis_query_stops_the_canary_before_any_traffic() -> None:
     world.run_until(lambda w: w.status.step_analysis is not None)
     assert not [c for c in world.status.conditions if c.type == "AnalysisError"]
     assert world.status.canary_weight == 20
+
+
+def test_reverting_a_canary_held_by_a_broken_query_clears_the_analysis_error() -> None:
+    world = deployed(rollout_spec("v1", steps=ANALYSIS_STEPS))
+    world.preflight_problems = ["AnalysisTemplate default/red metric errors (requests query): parse error"]
+    stable = world.spec["template"]
+    new_version(world, "v2")
+    world.run_until(lambda w: w.status.phase == "Degraded")
+    world.spec["template"] = stable
+    world.run_until(lambda w: w.status.phase == "Healthy")
+    assert not [c for c in world.status.conditions if c.type == "AnalysisError"]
