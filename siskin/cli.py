@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -76,6 +77,29 @@ def build_parser() -> argparse.ArgumentParser:
     _namespace(status)
     status.set_defaults(run=_status)
 
+    analysis = sub.add_parser("analysis", help="check AnalysisTemplates against stored metrics")
+    analysis_sub = analysis.add_subparsers(metavar="ACTION")
+    backtest = analysis_sub.add_parser(
+        "backtest", help="A/A replay: how often a template would roll back a healthy release",
+        description="Replay an AnalysisTemplate over Prometheus history with canary and baseline both drawn "
+                    "from the stable pods (split in two fixed halves) and report the false-rollback rate.",
+        epilog="Times: RFC 3339 (2026-01-02T03:04:05Z), unix seconds, now, or relative (-6h, now-30m). "
+               "Exit codes: 0 trusted, 3 not trusted, 1 error.")
+    backtest.add_argument("template", metavar="TEMPLATE", help="AnalysisTemplate YAML file, or - for stdin")
+    backtest.add_argument("--prometheus", metavar="URL", help="Prometheus to read (default: the template's address)")
+    backtest.add_argument("--from", dest="start", required=True, metavar="T1", help="start of the replayed range")
+    backtest.add_argument("--to", dest="end", default="now", metavar="T2", help="end of the range (default: now)")
+    backtest.add_argument("--namespace", "-n", default="default", help="value of {{namespace}} (default: default)")
+    backtest.add_argument("--name", default="", metavar="ROLLOUT", help="value of {{name}}: the Rollout's name")
+    backtest.add_argument("--arg", action="append", default=[], metavar="K=V", help="template arg value (repeatable)")
+    backtest.add_argument("--run-length", metavar="DURATION",
+                          help="length of one replayed analysis (default: max(3 x minDuration, 10m))")
+    backtest.add_argument("--pod-label", default="pod", help="label holding the pod name (default: pod)")
+    backtest.add_argument("--json", action="store_true", help="also print the report as one JSON object, last line")
+    backtest.set_defaults(run=_backtest)
+    # Relative times such as -6h are values, not options.
+    backtest._negative_number_matcher = re.compile(r"^-\d+(\.\d+)?(ms|s|m|h|d|w)?$")
+
     for name, help_text in (("promote", "continue a paused Rollout (or all steps with --full)"),
                             ("abort", "roll the canary back now"),
                             ("retry", "start an aborted revision again from step 0")):
@@ -130,6 +154,19 @@ def _operator(args: argparse.Namespace) -> int:
     kopf.configure(verbose=args.verbose)
     kopf.run(standalone=True, clusterwide=not args.namespace, namespaces=args.namespace or [])
     return 0
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from siskin.analysis.backtest import BacktestError, backtest_command
+
+    try:
+        return backtest_command(
+            args.template, prometheus=args.prometheus, start=args.start, end=args.end, namespace=args.namespace,
+            name=args.name, args=args.arg, run_length=args.run_length, pod_label=args.pod_label,
+            json_output=args.json,
+        )
+    except BacktestError as exc:
+        raise CLIError(f"analysis backtest: {exc}") from None
 
 
 def _kube() -> Any:
