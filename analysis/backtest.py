@@ -388,14 +388,15 @@ class BacktestReport:
         alpha = self.template.alpha
         failed, judged = self.count("Failed"), self.judged
         upper = self.interval[1]
+        counts = f"{failed} of {judged} runs rolled back"
         if self.trusted:
-            return f"trusted: upper 95% bound {_pct(upper)} <= alpha {_pct(alpha)} ({failed} of {judged} runs)"
-        head = f"NOT trusted: upper 95% bound {_pct(upper)} > alpha {_pct(alpha)} ({failed} of {judged} runs)"
+            return f"trusted: upper 95% bound {_pct(upper)} <= alpha {_pct(alpha)} ({counts})"
+        head = f"NOT trusted: upper 95% bound {_pct(upper)} > alpha {_pct(alpha)} ({counts}; "
         if judged and failed / judged > alpha:
-            return head + " (raise tolerance, lower alpha, check overdispersion between pods)"
+            return head + "raise tolerance, lower alpha, check overdispersion between pods)"
         needed = runs_needed(alpha)
         hours = needed * self.run_seconds / 3600
-        return head + f" (too few runs to show it: replay >= {needed} runs, about {hours:.0f}h of history)"
+        return head + f"too few runs to show it: replay >= {needed} runs, about {hours:.1f}h of history)"
 
     def per_metric(self) -> dict[str, dict[str, Any]]:
         """Per metric: runs it failed, and its last verdict's kinds over the runs."""
