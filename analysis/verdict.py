@@ -41,10 +41,16 @@ class MetricVerdict(BaseModel):
     threshold: float | None = None
     sample_ratio_mismatch: bool = False
     srm_e_value: float | None = None
+    p_value: float | None = None
+    """Mann-Whitney judge: two-sided p-value of the rank-sum test (reported only, as in Kayenta)."""
+    hl_estimate: float | None = None
+    """Mann-Whitney judge: Hodges-Lehmann shift of the per-window rates, canary - baseline."""
+    classification: str | None = None
+    """Mann-Whitney judge: Kayenta's label (Pass, High, Low, NoData, NodataFailMetric)."""
 
     @field_validator(
         "canary_rate", "baseline_rate", "ratio_estimate", "ratio_low", "ratio_high", "e_value",
-        "threshold", "srm_e_value",
+        "threshold", "srm_e_value", "p_value", "hl_estimate",
     )
     @classmethod
     def _finite_or_none(cls, value: float | None) -> float | None:
