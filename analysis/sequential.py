@@ -14,6 +14,11 @@ weights are handled exactly because every window keeps its own ``rho_i``:
   ``exp(-u^2 / 0.98)``. Each ratio is a nonnegative supermartingale under H0,
   so by Ville's inequality P(ever E_t >= M / alpha) <= alpha / M. FAIL is sticky:
   the judge uses the largest ``E_t`` over every prefix of the windows.
+- Direction. ``decrease`` runs the same test with canary and baseline swapped
+  (H0: r >= 1 / tolerance); ``either`` averages the two one-sided e-processes,
+  which splits alpha evenly between the sides and stays anytime-valid (an
+  average of supermartingales is one). PASS then needs the confidence
+  sequence's lower end >= 1 / max_ratio (decrease) or both ends inside.
 - Confidence sequence: the ratios ``r`` whose two-sided mixture (log s ~ N(0, 1))
   stays below ``M / alpha``. PASS needs its upper end <= ``max_ratio``, enough
   analysed time and events, and at least ``MIN_WINDOWS_FOR_PASS`` windows.
@@ -32,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -66,6 +72,8 @@ class JudgeSettings:
     expected_canary_share: float = 0.5
     srm_tolerance: float = 0.1
     event_noun: str = "errors"
+    direction: Literal["increase", "decrease", "either"] = "increase"
+    """Which way the canary may not move: ``decrease`` fails on r < 1/tolerance, ``either`` on both sides."""
 
     @property
     def threshold(self) -> float:
@@ -121,6 +129,22 @@ def log_fail_e_process(windows: Sequence[CountWindow], tolerance: float) -> Floa
     """log E_t of the fail test after each window (H0: canary/baseline event-rate ratio <= tolerance)."""
     arrays = _arrays(windows)
     return log_one_sided_e_process(arrays.canary_events, arrays.events, arrays.canary_share, tolerance)
+
+
+def log_directed_e_process(
+    windows: Sequence[CountWindow], tolerance: float, direction: Literal["increase", "decrease", "either"]
+) -> FloatArray:
+    """log E_t of the fail test in ``direction`` (see the module docstring) after each window."""
+    arrays = _arrays(windows)
+    events, share = arrays.events, arrays.canary_share
+    up = log_one_sided_e_process(arrays.canary_events, events, share, tolerance)
+    if direction == "increase":
+        return up
+    down = log_one_sided_e_process(arrays.baseline_events, events, 1.0 - share, tolerance)
+    if direction == "decrease":
+        return down
+    both: FloatArray = np.logaddexp(up, down) - math.log(2.0)
+    return both
 
 
 def log_srm_e_process(
@@ -181,7 +205,7 @@ def judge(
     ratio = canary_rate / baseline_rate if canary_rate is not None and baseline_rate else None
     analysed = float(arrays.seconds.sum())
 
-    log_e = log_fail_e_process(valid, settings.tolerance)
+    log_e = log_directed_e_process(valid, settings.tolerance, settings.direction)
     log_e_max = float(np.max(log_e))
     e_value = math.exp(min(log_e_max, math.log(_MAX_REPORTED_E)))
     log_srm = log_srm_e_process(valid, settings.expected_canary_share, settings.srm_tolerance)
@@ -207,7 +231,8 @@ def judge(
         )
         return MetricVerdict(verdict="Inconclusive", reason=reason, **figures)
     if log_e_max >= math.log(threshold):
-        reason = f"{comparison}, e-value {_num(e_value)} >= {_num(threshold)}"
+        side = "" if settings.direction == "increase" else f" ({settings.direction})"
+        reason = f"{comparison}, e-value {_num(e_value)} >= {_num(threshold)}{side}"
         return MetricVerdict(verdict="Fail", reason=reason, **figures)
     if srm:
         share = nc / (nc + nb) if nc + nb else 0.0
@@ -219,8 +244,10 @@ def judge(
         return MetricVerdict(verdict="Inconclusive", reason=reason, **figures)
 
     missing: list[str] = []
-    if high is None or high > settings.max_ratio:
+    if settings.direction != "decrease" and (high is None or high > settings.max_ratio):
         missing.append(f"upper bound {_num(high)} > maxRatio {_num(settings.max_ratio)}")
+    if settings.direction != "increase" and low < 1.0 / settings.max_ratio:
+        missing.append(f"lower bound {_num(low)} < 1/maxRatio {_num(1.0 / settings.max_ratio)}")
     if xc + xb < settings.min_events:
         missing.append(f"{xc + xb} of {settings.min_events} events")
     if analysed < settings.min_duration_seconds:
@@ -228,7 +255,12 @@ def judge(
     if len(valid) < MIN_WINDOWS_FOR_PASS:
         missing.append(f"{len(valid)} of {MIN_WINDOWS_FOR_PASS} windows")
     if not missing:
-        reason = f"{comparison}, upper bound <= maxRatio {_num(settings.max_ratio)}"
+        bounds = {
+            "increase": f"upper bound <= maxRatio {_num(settings.max_ratio)}",
+            "decrease": f"lower bound >= 1/maxRatio {_num(1.0 / settings.max_ratio)}",
+            "either": f"bounds within [1/maxRatio, maxRatio] for maxRatio {_num(settings.max_ratio)}",
+        }[settings.direction]
+        reason = f"{comparison}, {bounds}"
         return MetricVerdict(verdict="Pass", reason=reason, **figures)
     reason = f"{comparison}, e-value {_num(e_value)} < {_num(threshold)}; not yet: " + ", ".join(missing)
     if note:

@@ -242,3 +242,30 @@ def test_at_most_two_windows_of_any_counts_never_pass(counts: list[tuple[int, in
     windows = [CountWindow(i * 10, i * 10 + 10, *c) for i, c in enumerate(counts)]
     verdict = judge("errors", windows, JudgeSettings(alpha=0.5, min_events=0, min_duration_seconds=0))
     assert verdict.verdict != "Pass"
+
+
+# --------------------------------------------------------------------------- direction
+
+
+def test_decrease_fails_a_canary_with_fewer_events_and_ignores_more() -> None:
+    # "decrease" is for metrics where fewer events is bad (e.g. successful checkouts among requests).
+    down = JudgeSettings(alpha=0.01, direction="decrease")
+    fewer = judge("ok", simulate(30, 50, 0.01, 0.10, 1), down)
+    assert fewer.verdict == "Fail" and "(decrease)" in fewer.reason
+    assert judge("ok", simulate(30, 50, 0.10, 0.01, 1), down).verdict != "Fail"
+    assert judge("ok", simulate(30, 50, 0.01, 0.10, 1), JudgeSettings(alpha=0.01)).verdict != "Fail"
+
+
+def test_either_fails_both_ways_and_passes_only_inside_both_bounds() -> None:
+    either = JudgeSettings(alpha=0.01, direction="either", min_duration_seconds=60)
+    assert judge("x", simulate(30, 50, 0.10, 0.01, 2), either).verdict == "Fail"
+    assert judge("x", simulate(30, 50, 0.01, 0.10, 2), either).verdict == "Fail"
+    healthy = judge("x", simulate(120, 50, 0.02, 0.02, 2), either)
+    assert healthy.verdict == "Pass" and "within [1/maxRatio, maxRatio]" in healthy.reason
+    assert healthy.ratio_low is not None and healthy.ratio_low >= 1 / either.max_ratio
+
+
+def test_either_stays_under_alpha_in_a_a() -> None:
+    either = JudgeSettings(alpha=0.05, direction="either")
+    fails = sum(judge("x", simulate(90, 50, 0.02, 0.02, seed), either).verdict == "Fail" for seed in range(200))
+    assert fails / 200 <= 0.05
