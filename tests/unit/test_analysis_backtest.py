@@ -314,3 +314,20 @@ def test_template_loading_and_command_input_errors() -> None:
     with pytest.raises(BacktestError, match="is in the future"):
         backtest_command("-", prometheus="http://x", start="-1h", end="100", namespace="shop", name="web",
                          args=[], run_length=None, stdin=io.StringIO(yaml_text), now=0.0)
+
+
+def test_no_stable_data_points_at_the_context() -> None:
+    with pytest.raises(BacktestError, match=r"no stable data: .* \(2 of 2 runs\); check --namespace/--name/--arg"):
+        backtest(TEMPLATE, PodsPrometheus({}), CTX, 0.0, 20.0, 10.0)
+
+
+def test_series_without_a_pod_label_ask_for_pod_label() -> None:
+    with pytest.raises(BacktestError, match=r"metric 'errors': stable series have no 'pod' label.*--pod-label"):
+        backtest(TEMPLATE, PodsPrometheus({"": 0.0}), CTX, 0.0, 20.0, 10.0)
+
+
+def test_odd_pod_count_leaves_the_last_pod_out() -> None:
+    fake = PodsPrometheus({"a": 0.02, "b": 0.02, "c": 0.9})
+    report = backtest(TEMPLATE, fake, CTX, 1000.0, 1120.0, 120.0)
+    assert report.count("Failed") == 0
+    assert report.summary()["run_details"][0]["left_out"] == ["c"]
