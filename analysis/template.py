@@ -111,6 +111,16 @@ class MetricSpec(_Model):
     failure_limit: int = Field(default=0, ge=0)
     inconclusive_limit: int = Field(default=0, ge=0)
     consecutive_error_limit: int = Field(default=4, ge=0)
+    direction: Literal["increase", "decrease", "either"] = "increase"
+    critical: bool = False
+    weight: float = Field(default=1.0, gt=0.0, le=1000.0)
+    group: str | None = Field(default=None, min_length=1, max_length=63)
+    # Judge mannWhitney only (left unset for the sequential judge):
+    nan_strategy: Literal["remove", "replace"] | None = None
+    must_have_data: bool | None = None
+    allowed_increase: float | None = Field(default=None, gt=0.0)
+    allowed_decrease: float | None = Field(default=None, gt=0.0)
+    effect_size: Literal["meanRatio", "cles"] | None = None
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> MetricSpec:
@@ -129,13 +139,40 @@ class MetricSpec(_Model):
         return [self.latency.selector]
 
 
+MANN_WHITNEY_METRIC_FIELDS = {
+    "nan_strategy": "nanStrategy",
+    "must_have_data": "mustHaveData",
+    "allowed_increase": "allowedIncrease",
+    "allowed_decrease": "allowedDecrease",
+    "effect_size": "effectSize",
+}
+
+
+class ScoreThresholds(_Model):
+    """Score (0-100) at or above which a look passes, and below which it fails (Kayenta's classifier)."""
+
+    pass_: float = Field(default=95.0, ge=0.0, le=100.0, alias="pass")
+    marginal: float = Field(default=75.0, ge=0.0, le=100.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScoreThresholds:
+        if self.marginal > self.pass_:
+            raise ValueError(f"scoreThresholds.marginal {self.marginal:g} is above scoreThresholds.pass {self.pass_:g}")
+        return self
+
+
 class AnalysisTemplateSpec(_Model):
     """What to measure and how strictly; ``spec`` of an AnalysisTemplate."""
 
     args: list[TemplateArg] = Field(default_factory=list)
     provider: ProviderSpec = Field(default_factory=ProviderSpec)
-    judge: Literal["sequential"] = "sequential"
+    judge: Literal["sequential", "mannWhitney"] = "sequential"
     alpha: float = Field(default=0.01, gt=0.0, le=0.5)
+    confidence: float | None = Field(default=None, ge=0.5, lt=1.0)
+    """Judge mannWhitney: confidence of the shift's interval (Kayenta: 0.98)."""
+    score_thresholds: ScoreThresholds = Field(default_factory=ScoreThresholds)
+    groups: dict[str, float] | None = None
+    """Weights (percent) of metric groups; groups left out share what remains of 100."""
     interval: PositiveDuration = "10s"
     min_duration: Duration = "60s"
     metrics: list[MetricSpec] = Field(min_length=1)
@@ -145,11 +182,39 @@ class AnalysisTemplateSpec(_Model):
         _unique([m.name for m in self.metrics], "metric")
         _unique([a.name for a in self.args], "arg")
         declared = {a.name for a in self.args}
+        self._check_judge_fields()
         for metric in self.metrics:
             for text in metric.query_texts():
                 for placeholder in PLACEHOLDER_RE.findall(text):
                     _check_placeholder(placeholder, declared, metric.name)
         return self
+
+    def _check_judge_fields(self) -> None:
+        if self.judge != "mannWhitney":
+            if self.confidence is not None:
+                raise ValueError("spec.confidence applies only to judge: mannWhitney")
+            for index, metric in enumerate(self.metrics):
+                for field, alias in MANN_WHITNEY_METRIC_FIELDS.items():
+                    if getattr(metric, field) is not None:
+                        raise ValueError(
+                            f"spec.metrics[{index}].{alias} (metric {metric.name!r}) applies only to "
+                            "judge: mannWhitney"
+                        )
+        if self.groups:
+            used = {m.group or "default" for m in self.metrics}
+            for name, weight in self.groups.items():
+                if name not in used:
+                    raise ValueError(f"spec.groups.{name}: no metric has group {name!r} (used: {sorted(used)})")
+                if not 0.0 <= weight <= 100.0:
+                    raise ValueError(f"spec.groups.{name}: weight {weight:g} must be between 0 and 100")
+            total = sum(self.groups.values())
+            if total > 100.0:
+                raise ValueError(f"spec.groups: weights add up to {total:g}, more than 100")
+
+    @property
+    def mann_whitney_confidence(self) -> float:
+        """Confidence of the Mann-Whitney interval (0.98 unless set)."""
+        return 0.98 if self.confidence is None else self.confidence
 
     @property
     def interval_seconds(self) -> float:

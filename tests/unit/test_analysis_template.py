@@ -102,6 +102,25 @@ def test_crd_mirrors_the_models() -> None:
         f.alias or n for n, f in LatencyMetric.model_fields.items()
     }
     assert spec_schema["properties"]["alpha"]["maximum"] == 0.5
-    assert spec_schema["properties"]["judge"]["enum"] == ["sequential"]
+    assert spec_schema["properties"]["judge"]["enum"] == ["sequential", "mannWhitney"]
     columns = {c["name"] for c in version["additionalPrinterColumns"]}
     assert {"Judge", "Metrics", "Age"} <= columns
+
+
+def test_judge_specific_fields_are_named_when_misplaced() -> None:
+    from pydantic import ValidationError
+
+    base = {"metrics": [{"name": "errors", "errors": {"requests": "a", "events": "b"}}]}
+    with pytest.raises(ValidationError, match=r"spec.metrics\[0\].nanStrategy \(metric 'errors'\) applies only to"):
+        AnalysisTemplateSpec.model_validate({"metrics": [{**base["metrics"][0], "nanStrategy": "replace"}]})
+    with pytest.raises(ValidationError, match=r"spec\.confidence applies only to judge: mannWhitney"):
+        AnalysisTemplateSpec.model_validate({**base, "confidence": 0.9})
+    with pytest.raises(ValidationError, match=r"spec\.groups\.latency: no metric has group"):
+        AnalysisTemplateSpec.model_validate({**base, "groups": {"latency": 10}})
+    with pytest.raises(ValidationError, match=r"scoreThresholds\.marginal 90 is above scoreThresholds\.pass 80"):
+        AnalysisTemplateSpec.model_validate({**base, "scoreThresholds": {"pass": 80, "marginal": 90}})
+    spec = AnalysisTemplateSpec.model_validate(
+        {**base, "judge": "mannWhitney", "groups": {"default": 100}, "scoreThresholds": {"pass": 90}}
+    )
+    assert spec.mann_whitney_confidence == 0.98 and spec.score_thresholds.pass_ == 90
+    assert spec.score_thresholds.marginal == 75 and spec.metrics[0].direction == "increase"

@@ -230,6 +230,25 @@ BAD_TEMPLATES: dict[str, Mutation] = {
     "two args with one name": set_in("spec.args", [{"name": "a", "value": "1"}, {"name": "a", "value": "2"}]),
     "misspelt field": set_in("spec.alpah", 0.01),
     "unknown provider": set_in("spec.provider", {"datadog": {}}),
+    "unknown direction": set_in(f"{METRIC}.direction", "up"),
+    "weight 0": set_in(f"{METRIC}.weight", 0),
+    "negative weight": set_in(f"{METRIC}.weight", -1),
+    "critical as a string": set_in(f"{METRIC}.critical", "yes"),
+    "empty group": set_in(f"{METRIC}.group", ""),
+    "unknown nanStrategy": lambda m: (set_in("spec.judge", "mannWhitney")(m),
+                                      set_in(f"{METRIC}.nanStrategy", "drop")(m)),
+    "unknown effectSize": lambda m: (set_in("spec.judge", "mannWhitney")(m),
+                                     set_in(f"{METRIC}.effectSize", "cohenD")(m)),
+    "allowedIncrease 0": lambda m: (set_in("spec.judge", "mannWhitney")(m),
+                                    set_in(f"{METRIC}.allowedIncrease", 0)(m)),
+    "confidence 1": lambda m: (set_in("spec.judge", "mannWhitney")(m), set_in("spec.confidence", 1)(m)),
+    "pass threshold over 100": set_in("spec.scoreThresholds", {"pass": 101}),
+    "negative marginal threshold": set_in("spec.scoreThresholds", {"marginal": -1}),
+    "unknown score threshold": set_in("spec.scoreThresholds", {"fail": 10}),
+    "group weight over 100": lambda m: (set_in(f"{METRIC}.group", "errors")(m),
+                                        set_in("spec.groups", {"errors": 150})(m)),
+    "group weight as a string": lambda m: (set_in(f"{METRIC}.group", "errors")(m),
+                                           set_in("spec.groups", {"errors": "50"})(m)),
 }
 
 # Problems the CRD lets through on purpose: the operator names them in an InvalidSpec condition.
@@ -259,6 +278,28 @@ LET_THROUGH: dict[str, tuple[str, Mutation, str]] = {
         "AnalysisTemplate", set_in("spec.interval", "0s"),
         "the duration pattern admits 0s; the model needs a positive window and the operator names the field",
     ),
+    "Mann-Whitney field under the sequential judge": (
+        "AnalysisTemplate", set_in(f"{METRIC}.nanStrategy", "replace"),
+        "depends on spec.judge; the operator names the metric's field and the judge it needs",
+    ),
+    "confidence under the sequential judge": (
+        "AnalysisTemplate", set_in("spec.confidence", 0.95),
+        "depends on spec.judge; the operator names spec.confidence",
+    ),
+    "marginal above pass": (
+        "AnalysisTemplate", set_in("spec.scoreThresholds", {"pass": 80, "marginal": 90}),
+        "compares two fields; the operator names both thresholds",
+    ),
+    "weight for a group no metric has": (
+        "AnalysisTemplate", set_in("spec.groups", {"latncy": 50}),
+        "groups are named by the metrics; the operator names the unknown group",
+    ),
+    "group weights over 100 in total": (
+        "AnalysisTemplate", lambda m: (set_in(f"{METRIC}.group", "errors")(m),
+                                       set_in("spec.metrics[1].group", "latency")(m),
+                                       set_in("spec.groups", {"errors": 60, "latency": 60})(m)),
+        "a sum over a map; the operator names spec.groups and the total",
+    ),
 }
 
 def _declare_arg(manifest: Manifest) -> None:
@@ -278,6 +319,14 @@ GOOD_VARIANTS: dict[str, tuple[str, Mutation]] = {
     "no steps": ("Rollout", set_in("spec.strategy.canary.steps", [])),
     "declared arg": ("AnalysisTemplate", lambda m: _declare_arg(m)),
     "explicit address": ("AnalysisTemplate", set_in("spec.provider.prometheus.address", "http://127.0.0.1:9090")),
+    "direction, critical, weight and group": ("AnalysisTemplate", lambda m: m["spec"]["metrics"][0].update(
+        direction="either", critical=True, weight=2.5, group="errors")),
+    "mannWhitney judge with Kayenta's settings": ("AnalysisTemplate", lambda m: (
+        m["spec"].update(judge="mannWhitney", confidence=0.95, scoreThresholds={"pass": 90, "marginal": 50},
+                         groups={"errors": 70}),
+        m["spec"]["metrics"][0].update(group="errors", nanStrategy="replace", mustHaveData=True,
+                                       allowedIncrease=1.1, allowedDecrease=0.9, effectSize="meanRatio"),
+        m["spec"]["metrics"][1].update(effectSize="cles", allowedIncrease=0.6, direction="either"))),
 }
 
 
