@@ -29,6 +29,7 @@ from judges import (
     KAYENTA_CONFIDENCE,
     KAYENTA_MIN_WINDOWS,
     NEVER,
+    SISKIN_TOLERANCE_1,
     SPRT_AA_RATIO,
     KayentaClassifier,
     KayentaPath,
@@ -97,6 +98,7 @@ def run_task(task: Task) -> dict[str, Any]:
         stream = simulate(task.traffic, scenario, rng_for(task, run))
         path = KayentaPath(stream)
         out["siskin"].append(siskin(stream))
+        out["siskin_tolerance_1"].append(siskin(stream, SISKIN_TOLERANCE_1))
         out["oracle_sprt"].append(oracle_sprt(stream, ratios))
         out["threshold"].append(threshold(stream))
         out["kayenta_deployed"].append(kayenta_deployed(_KAYENTA, stream, path))
@@ -173,9 +175,67 @@ def calibrate(paths: np.ndarray, target_rate: float) -> Calibration:
     return Calibration(math.inf, last, floors[last], floors)
 
 
+@dataclass
+class Outcome:
+    """Everything one benchmark run measured."""
+
+    rates: dict[str, Rate]
+    aa_by_traffic: dict[str, dict[str, list[int]]]
+    detections: dict[tuple[str, str], dict[str, Detection]]
+    calibration: Calibration
+    targets: dict[str, Any]
+    screen: tuple[int, int]
+    summary: dict[str, Any]
+
+
+def benchmark(
+    grid: list[Traffic], cells: list[tuple[Traffic, str]], aa_runs: int, runs: int, seed: int, workers: int,
+    chunk: int = 25,
+) -> Outcome:
+    """A/A runs on every traffic setting of ``grid``, then ``runs`` runs of every (traffic, scenario) cell."""
+    began = time.monotonic()
+    aa_tasks = list(chunks(grid, ["A/A"], aa_runs, seed, chunk, check_screen=True))
+    aa_results = run_all(aa_tasks, workers)
+    print(f"A/A phase: {len(aa_tasks)} tasks in {time.monotonic() - began:.1f} s", file=sys.stderr)
+    aa = _collect(aa_results)
+    siskin_rate = Rate(sum(i != NEVER for i in aa["siskin"]), len(aa["siskin"]))
+    paths = np.array([p for r in aa_results for p in r["paths"]])
+    calibration = calibrate(paths, siskin_rate.rate)
+    aa["kayenta_calibrated"] = [first_over(p, calibration) for p in paths]
+    aa_by_traffic: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for result in aa_results:
+        for judge, fails in result["fails"].items():
+            aa_by_traffic[result["task"].traffic.label][judge].extend(fails)
+
+    ab_tasks = [
+        t for traffic, name in cells
+        for t in chunks(
+            [traffic], [name], runs, seed, chunk, z_calibrated=calibration.z, first_look=calibration.first_look,
+            check_screen=True,
+        )
+    ]
+    ab_results = run_all(ab_tasks, workers)
+    print(f"regression phase: {len(ab_tasks)} tasks, {time.monotonic() - began:.1f} s so far", file=sys.stderr)
+    by_cell: dict[tuple[str, str], dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for result in ab_results:
+        task = result["task"]
+        for judge, fails in result["fails"].items():
+            by_cell[(task.traffic.label, task.scenario)][judge].extend(fails)
+    disagree, compared = np.sum([r["screen"] for r in aa_results + ab_results], axis=0)
+
+    rates = {judge: Rate(sum(i != NEVER for i in aa[judge]), len(aa[judge])) for judge in JUDGES}
+    detections = {cell: {judge: Detection.of(fails[judge]) for judge in JUDGES} for cell, fails in by_cell.items()}
+    targets = _targets(rates["siskin"], detections)
+    summary = _json(rates, detections, calibration, targets, aa_runs=len(aa["siskin"]))
+    return Outcome(
+        rates, {k: dict(v) for k, v in aa_by_traffic.items()}, detections, calibration, targets,
+        (int(disagree), int(compared)), summary,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print PASS/MISS lines and, last, one JSON line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a representative subset in under a minute")
     parser.add_argument("--seed", type=int, default=20261203)
     parser.add_argument("--workers", type=int, default=2)
@@ -195,57 +255,25 @@ def main(argv: list[str] | None = None) -> int:
         ]
     else:
         cells = [(t, name) for t in grid for name in regressions]
-    kayenta_source = load_kayenta().source
-
-    aa_tasks = list(chunks(grid, ["A/A"], aa_runs, args.seed, 25, check_screen=True))
-    aa_results = run_all(aa_tasks, args.workers)
-    aa = _collect(aa_results)
-    siskin_rate = Rate(sum(i != NEVER for i in aa["siskin"]), len(aa["siskin"]))
-    paths = np.array([p for r in aa_results for p in r["paths"]])
-    calibration = calibrate(paths, siskin_rate.rate)
-    aa["kayenta_calibrated"] = [first_over(p, calibration) for p in paths]
-
-    ab_tasks = [
-        t for traffic, name in cells
-        for t in chunks(
-            [traffic], [name], runs, args.seed, 25, z_calibrated=calibration.z, first_look=calibration.first_look,
-            check_screen=True,
-        )
-    ]
-    ab_results = run_all(ab_tasks, args.workers)
-    by_cell: dict[tuple[str, str], dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for result in ab_results:
-        task = result["task"]
-        for judge, fails in result["fails"].items():
-            by_cell[(task.traffic.label, task.scenario)][judge].extend(fails)
-    screen = np.sum([r["screen"] for r in aa_results + ab_results], axis=0)
-
-    aa_by_traffic: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for result in aa_results:
-        for judge, fails in result["fails"].items():
-            aa_by_traffic[result["task"].traffic.label][judge].extend(fails)
-    rates = {judge: Rate(sum(i != NEVER for i in aa[judge]), len(aa[judge])) for judge in JUDGES}
-    detections = {
-        cell: {judge: Detection.of(fails[judge]) for judge in JUDGES} for cell, fails in by_cell.items()
-    }
-    targets = _targets(rates["siskin"], detections)
+    outcome = benchmark(grid, cells, aa_runs, runs, args.seed, args.workers)
     elapsed = time.monotonic() - began
-    summary = _json(rates, detections, calibration, targets, aa_runs=len(aa["siskin"]))
-    for line in _target_lines(targets):
+    lines = _target_lines(outcome.targets)
+    for line in lines:
         print(line)
     if not args.quick:
         import markdown_report
 
         text = markdown_report.render(
-            rates=rates, aa_by_traffic=aa_by_traffic, detections=detections, calibration=calibration, targets=targets,
+            rates=outcome.rates, aa_by_traffic=outcome.aa_by_traffic, detections=outcome.detections,
+            calibration=outcome.calibration, targets=outcome.targets, target_lines=lines,
             command=" ".join(["bench/judge_quality.py", *(argv if argv is not None else sys.argv[1:])]),
             seed=args.seed, aa_runs=aa_runs, runs=runs, grid=grid, elapsed=elapsed, workers=args.workers,
-            kayenta_source=kayenta_source, screen=(int(screen[0]), int(screen[1])), summary=summary,
+            kayenta_source=load_kayenta().source, screen=outcome.screen, summary=outcome.summary,
         )
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
         print(f"wrote {args.out} in {elapsed:.0f} s")
-    print(json.dumps(summary, ensure_ascii=False))
+    print(json.dumps(outcome.summary, ensure_ascii=False))
     return 0
 
 
@@ -337,9 +365,9 @@ def _json(
 
 
 def _norm_sf(z: float) -> float:
-    from scipy.stats import norm
+    from scipy.special import ndtr
 
-    return float(norm.sf(z)) if math.isfinite(z) else (0.0 if z > 0 else 1.0)
+    return float(ndtr(-z)) if math.isfinite(z) else (0.0 if z > 0 else 1.0)
 
 
 if __name__ == "__main__":

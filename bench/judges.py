@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import norm
+from scipy.special import ndtr, ndtri
 from sim import METRICS, Stream
 from siskin.analysis.mannwhitney import ScoredMetric
 from siskin.analysis.sequential import MIN_WINDOWS_FOR_PASS, JudgeSettings, log_fail_e_process
@@ -24,6 +24,8 @@ NEVER = -1
 ALPHA = 0.01
 SISKIN_SETTINGS = JudgeSettings(alpha=ALPHA, metric_count=len(METRICS))
 """The product's defaults for a two-metric template (alpha 0.01 split over errors and slow requests)."""
+SISKIN_TOLERANCE_1 = JudgeSettings(alpha=ALPHA, metric_count=len(METRICS), tolerance=1.0)
+"""Sensitivity check: the same judge testing H0 ratio <= 1 instead of the default 1.2."""
 SPRT_BETA = 0.2
 SPRT_AA_RATIO = 2.0
 KAYENTA_CONFIDENCE = 0.98
@@ -195,12 +197,12 @@ def kayenta_z_path(stream: Stream) -> FloatArray:
 
 def z_for_confidence(confidence: float) -> float:
     """The two-sided normal quantile Kayenta's CI uses at ``confidence``."""
-    return float(norm.isf((1 - confidence) / 2))
+    return float(-ndtri((1 - confidence) / 2))
 
 
 def confidence_for_z(z: float) -> float:
     """Inverse of :func:`z_for_confidence`."""
-    return float(1 - 2 * norm.sf(z))
+    return float(1 - 2 * ndtr(-z))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,11 @@ import numpy as np
 from judges import NEVER
 from sim import WINDOW_S
 
-JUDGES = ("siskin", "oracle_sprt", "kayenta_deployed", "kayenta_calibrated", "kayenta_fixed", "threshold")
+JUDGES = (
+    "siskin", "oracle_sprt", "kayenta_deployed", "kayenta_calibrated", "kayenta_fixed", "threshold",
+    "siskin_tolerance_1",
+)
+"""The last one is a sensitivity check, not a product default: Siskin's judge with tolerance 1.0."""
 
 
 def wilson(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:

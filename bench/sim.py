@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import norm
+from scipy.special import ndtr, ndtri
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -53,7 +53,7 @@ STEPS = ((0.0, 0.05), (300.0, 0.10), (600.0, 0.25))
 
 def stable_p99() -> float:
     """The stable version's p99 latency (seconds)."""
-    return LATENCY_MEDIAN_S * math.exp(norm.ppf(0.99) * LATENCY_SIGMA)
+    return LATENCY_MEDIAN_S * math.exp(ndtri(0.99) * LATENCY_SIGMA)
 
 
 SLOW_BOUNDARY_S = min(BUCKETS, key=lambda b: abs(math.log(b / stable_p99())))
@@ -140,8 +140,8 @@ class Stream:
 
 
 def _exceedance(scale: float, tail_share: float, boundary: float = SLOW_BOUNDARY_S) -> float:
-    body = norm.sf((math.log(boundary) - math.log(LATENCY_MEDIAN_S * scale)) / LATENCY_SIGMA)
-    tail = norm.sf((math.log(boundary) - math.log(TAIL_MEDIAN_S)) / LATENCY_SIGMA)
+    body = ndtr((math.log(LATENCY_MEDIAN_S * scale) - math.log(boundary)) / LATENCY_SIGMA)
+    tail = ndtr((math.log(TAIL_MEDIAN_S) - math.log(boundary)) / LATENCY_SIGMA)
     return float((1 - tail_share) * body + tail_share * tail)
 
 
@@ -156,8 +156,8 @@ def _gamma(rng: np.random.Generator, cv: float, shape: tuple[int, ...]) -> Float
 def _bucket_probabilities(scale: FloatArray, tail_share: float) -> FloatArray:
     """P(latency <= each boundary) for latency scales of shape (...,) -> (..., buckets)."""
     log_b = np.log(np.array(BUCKETS))
-    body = norm.cdf((log_b - np.log(LATENCY_MEDIAN_S * scale)[..., None]) / LATENCY_SIGMA)
-    tail = norm.cdf((log_b - math.log(TAIL_MEDIAN_S)) / LATENCY_SIGMA)
+    body = ndtr((log_b - np.log(LATENCY_MEDIAN_S * scale)[..., None]) / LATENCY_SIGMA)
+    tail = ndtr((log_b - math.log(TAIL_MEDIAN_S)) / LATENCY_SIGMA)
     result: FloatArray = (1 - tail_share) * body + tail_share * tail
     return result
 
