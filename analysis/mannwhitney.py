@@ -285,9 +285,12 @@ VERDICT_CLASSIFICATION: dict[str, Classification] = {
     "Error": "NoData",
 }
 """How a Siskin verdict counts in the score: a Fail counts like Kayenta's High (a failing metric),
-an Inconclusive or Error like NoData (left out of its group, counted towards the 50% NoData rule)."""
+an Inconclusive or Error like NoData (left out of its group, counted towards the 50% NoData rule).
+A verdict that carries Kayenta's own label (``classification``, set by the mannWhitney judge) is
+scored by that label instead, so the score is the one Kayenta would give."""
 
 DEFAULT_GROUP = "default"
+_LABELS = frozenset({"Pass", "High", "Low", "NoData", "NodataFailMetric"})
 
 
 @dataclass(frozen=True)
@@ -316,6 +319,9 @@ def classification_of(result: MannWhitneyResult | Verdictish | None) -> Classifi
         return "NoData"
     if isinstance(result, MannWhitneyResult):
         return result.classification
+    own = getattr(result, "classification", None)
+    if own in _LABELS and result.verdict != "Error":
+        return own  # type: ignore[no-any-return]
     return VERDICT_CLASSIFICATION.get(result.verdict, "NoData")
 
 
@@ -391,6 +397,7 @@ class MannWhitneySettings:
     critical: bool = False
     interval_seconds: float = 10.0
     min_duration_seconds: float = 0.0
+    min_events: int = 20
     event_noun: str = "errors"
 
 
@@ -423,9 +430,10 @@ def judge_windows(
 
     High/Low -> Fail, Pass -> Pass, NoData -> Inconclusive (Fail with ``must_have_data``).
     Nothing is judged before ``MIN_WINDOWS_FOR_PASS`` windows and ``min_duration`` have
-    elapsed (``expected_windows``, default ``len(windows)``); a Pass further needs that many
-    windows with traffic on both tracks, and not every request counted as an event.
-    Kayenta's own label is kept in ``classification``.
+    elapsed (``expected_windows``, default ``len(windows)``). A Pass further needs evidence,
+    where Kayenta would pass without any: that many windows with traffic on both tracks,
+    ``min_events`` events, and not every request counted as an event; otherwise it is
+    Inconclusive. Kayenta's own label is kept in ``classification`` and is what the score counts.
     """
     canary, baseline = window_rates(windows, empty_windows)
     result = classify(
@@ -467,6 +475,8 @@ def judge_windows(
     missing: list[str] = []
     if both < MIN_WINDOWS_FOR_PASS:
         missing.append(f"{both} of {MIN_WINDOWS_FOR_PASS} windows with traffic on both tracks")
+    if xc + xb < settings.min_events:
+        missing.append(f"{xc + xb} of {settings.min_events} {settings.event_noun}")
     if nc + nb > 0 and xc == nc and xb == nb:
         missing.append(f"every request counted as an event: check that the {settings.event_noun} query filters")
     if missing:

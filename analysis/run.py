@@ -16,7 +16,21 @@ Counting rules (Argo Rollouts semantics: a limit is exceeded when count > limit)
   sequential test and is not counted;
 - every metric Pass in the same look -> Successful;
 - at the deadline, a run that is not Successful becomes Inconclusive: no data
-  never becomes Successful.
+  never becomes Successful;
+- a Fail of a ``critical`` metric fails the run at once, whatever its
+  ``failureLimit``; the message names the metric and the look's score.
+
+Judge ``mannWhitney`` follows Spinnaker's deployed semantics instead of the
+per-metric limits: every look is scored (Kayenta's weighted sum, see
+:mod:`siskin.analysis.mannwhitney`) once it covers ``minDuration`` and at least
+``MIN_WINDOWS_FOR_PASS`` windows; a scored look below ``scoreThresholds.marginal``
+fails the run; at the deadline the last score >= ``scoreThresholds.pass`` makes
+it Successful, anything else Inconclusive. Where Kayenta would pass without
+evidence, Siskin does not: Successful also needs at least one metric whose
+latest verdict is Pass (a Pass needs windows with traffic and ``minEvents``). A look with an Error verdict is not
+scored (a failed query is not evidence); ``consecutiveErrorLimit`` still applies.
+Every look's score is kept in the state (for the sequential judge it is
+informational).
 """
 
 from __future__ import annotations
@@ -27,9 +41,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from .mannwhitney import MannWhitneySettings, ScoredMetric, ScoreResult, judge_windows, score
 from .provider import CANARY_AND_BASELINE, MetricsProvider, ProviderError, TrackSeries
 from .queries import MetricQueries, QueryContext, TemplateError, metric_queries
-from .sequential import JudgeSettings, judge
+from .sequential import MIN_WINDOWS_FOR_PASS, JudgeSettings, judge
 from .template import AnalysisTemplateSpec, MetricSpec
 from .verdict import MetricVerdict
 from .windows import build_windows, window_ends
@@ -68,6 +83,8 @@ class AnalysisRunState(_Camel):
     metrics: list[MetricRunStatus] = Field(default_factory=list)
     look_count: int = 0
     last_look_at: float | None = None
+    score: float | None = None
+    """The latest look's score 0-100 (mannWhitney: the latest scored look's)."""
 
     @property
     def done(self) -> bool:
@@ -86,7 +103,48 @@ def judge_settings(template: AnalysisTemplateSpec, metric: MetricSpec) -> JudgeS
         min_events=metric.min_events,
         min_duration_seconds=template.min_duration_seconds,
         event_noun=noun,
+        direction=metric.direction,
     )
+
+
+def mann_whitney_settings(template: AnalysisTemplateSpec, metric: MetricSpec) -> MannWhitneySettings:
+    """The Kayenta-compatible judge's settings for ``metric``."""
+    noun = "errors" if metric.errors is not None else f"slower than {metric.latency.threshold}"  # type: ignore[union-attr]
+    return MannWhitneySettings(
+        confidence=template.mann_whitney_confidence,
+        direction=metric.direction,
+        allowed_increase=metric.allowed_increase,
+        allowed_decrease=metric.allowed_decrease,
+        effect_measure=metric.effect_size or "meanRatio",
+        nan_strategy=metric.nan_strategy or "remove",
+        must_have_data=bool(metric.must_have_data),
+        critical=metric.critical,
+        interval_seconds=template.interval_seconds,
+        min_duration_seconds=template.min_duration_seconds,
+        min_events=metric.min_events,
+        event_noun=noun,
+    )
+
+
+def scored_metrics(template: AnalysisTemplateSpec) -> list[ScoredMetric]:
+    """The template's metrics as the scorer sees them."""
+    return [ScoredMetric(m.name, m.group, m.weight, m.critical) for m in template.metrics]
+
+
+def look_score(verdicts: list[MetricVerdict], template: AnalysisTemplateSpec) -> ScoreResult:
+    """Kayenta's score of one look's verdicts (Pass/Fail/Inconclusive/Error count as Pass/High/NoData/NoData)."""
+    thresholds = template.score_thresholds
+    return score(
+        {v.name: v for v in verdicts}, scored_metrics(template),
+        pass_threshold=thresholds.pass_, marginal_threshold=thresholds.marginal, group_weights=template.groups,
+    )
+
+
+def judged(look: AnalysisLook, template: AnalysisTemplateSpec) -> bool:
+    """True when the look covers ``minDuration`` and at least ``MIN_WINDOWS_FOR_PASS`` windows."""
+    interval = template.interval_seconds
+    count = math.floor((look.at - math.floor(look.started_at)) / interval + 1e-9)
+    return count >= MIN_WINDOWS_FOR_PASS and count * interval >= template.min_duration_seconds
 
 
 def look(
@@ -133,6 +191,8 @@ def _look_at_metric(
             threshold=settings.threshold,
         )
     try:
+        if template.judge == "mannWhitney":
+            return _measure(metric, queries, provider, ends, interval, mann_whitney_settings(template, metric))
         return _measure(metric, queries, provider, ends, interval, settings)
     except ProviderError as exc:
         return MetricVerdict.error(metric.name, str(exc))
@@ -144,7 +204,7 @@ def _measure(
     provider: MetricsProvider,
     ends: list[float],
     interval: float,
-    settings: JudgeSettings,
+    settings: JudgeSettings | MannWhitneySettings,
 ) -> MetricVerdict:
     start, end = ends[0], ends[-1]
     requests = provider.range_by_track(queries.requests, start, end, interval)
@@ -170,6 +230,11 @@ def _measure(
             )
     window_set = build_windows(ends, interval, requests, events=events, fast=fast)
     note = window_set.summary() if window_set.skipped or window_set.clipped else ""
+    if isinstance(settings, MannWhitneySettings):
+        return judge_windows(
+            metric.name, window_set.windows, settings, expected_windows=window_set.expected,
+            empty_windows=window_set.skipped.get("no traffic", 0), window_note=note,
+        )
     return judge(metric.name, window_set.windows, settings, window_note=note)
 
 
@@ -187,7 +252,7 @@ def advance(
     if current.done:
         return current
     if current.last_look_at is not None and look.at <= current.last_look_at:
-        return _apply_deadline(current) if deadline_reached else current
+        return _apply_deadline(current, template) if deadline_reached else current
 
     previous = {status.name: status for status in current.metrics}
     verdicts = {verdict.name: verdict for verdict in look.verdicts}
@@ -205,21 +270,43 @@ def advance(
                 consecutive_errors=before.consecutive_errors + 1 if verdict.verdict == "Error" else 0,
             )
         )
-    folded = AnalysisRunState(
-        metrics=statuses, look_count=current.look_count + 1, last_look_at=look.at
+    verdicts_now = [s.latest for s in statuses if s.latest is not None]
+    scored = look_score(verdicts_now, template)
+    if template.judge == "mannWhitney":
+        counted = judged(look, template) and not any(v.verdict == "Error" for v in verdicts_now)
+        run_score = scored.score if counted else current.score
+        phase, message = _decide_mann_whitney(
+            statuses, template, deadline_reached, scored if counted else None, run_score
+        )
+    else:
+        run_score = scored.score
+        phase, message = _decide(statuses, template, deadline_reached, scored.score)
+    return AnalysisRunState(
+        phase=phase, message=message, metrics=statuses, look_count=current.look_count + 1,
+        last_look_at=look.at, score=run_score,
     )
-    phase, message = _decide(statuses, template, deadline_reached)
-    return folded.model_copy(update={"phase": phase, "message": message})
+
+
+def _critical_failures(statuses: list[MetricRunStatus], template: AnalysisTemplateSpec) -> list[MetricRunStatus]:
+    critical = {metric.name for metric in template.metrics if metric.critical}
+    return [s for s in statuses if s.name in critical and s.latest is not None and s.latest.verdict == "Fail"]
+
+
+def _score_text(value: float | None) -> str:
+    return "no score yet" if value is None else f"score {value:g}"
 
 
 def _decide(
-    statuses: list[MetricRunStatus], template: AnalysisTemplateSpec, deadline_reached: bool
+    statuses: list[MetricRunStatus], template: AnalysisTemplateSpec, deadline_reached: bool, score_now: float
 ) -> tuple[RunPhase, str]:
     limits = {metric.name: metric for metric in template.metrics}
 
     def reasons(selected: list[MetricRunStatus], suffix: str = "") -> str:
         return "; ".join(_reason(s) + suffix for s in selected)
 
+    critical = _critical_failures(statuses, template)
+    if critical:
+        return "Failed", f"critical metric failed: {reasons(critical)}; {_score_text(score_now)}"
     failed = [s for s in statuses if s.failures > limits[s.name].failure_limit]
     if failed:
         return "Failed", reasons(failed)
@@ -241,7 +328,56 @@ def _decide(
     return "Running", reasons(pending)
 
 
-def _apply_deadline(state: AnalysisRunState) -> AnalysisRunState:
+def _decide_mann_whitney(
+    statuses: list[MetricRunStatus],
+    template: AnalysisTemplateSpec,
+    deadline_reached: bool,
+    scored: ScoreResult | None,
+    run_score: float | None,
+) -> tuple[RunPhase, str]:
+    limits = {metric.name: metric for metric in template.metrics}
+    thresholds = template.score_thresholds
+    errored = [s for s in statuses if s.consecutive_errors > limits[s.name].consecutive_error_limit]
+    if errored:
+        return "Error", "; ".join(
+            f"{_reason(s)} ({s.consecutive_errors} looks in a row could not measure, "
+            f"limit {limits[s.name].consecutive_error_limit})"
+            for s in errored
+        )
+    critical = _critical_failures(statuses, template)
+    if critical:
+        named = "; ".join(_reason(s) for s in critical)
+        return "Failed", f"critical metric failed: {named}; {_score_text(scored.score if scored else run_score)}"
+    not_passing = [s for s in statuses if s.latest is None or s.latest.verdict != "Pass"]
+    detail = "; ".join(_reason(s) for s in not_passing) or "all metrics pass"
+    if scored is not None and scored.score < thresholds.marginal:
+        return "Failed", f"{scored.reason}: {detail}"
+    if deadline_reached:
+        return _mann_whitney_deadline(statuses, template, run_score, detail)
+    if scored is None:
+        return "Running", f"not scored this look ({_score_text(run_score)} so far): {detail}"
+    return "Running", f"{scored.reason}: {detail}"
+
+
+def _mann_whitney_deadline(
+    statuses: list[MetricRunStatus], template: AnalysisTemplateSpec, run_score: float | None, detail: str
+) -> tuple[RunPhase, str]:
+    pass_at = template.score_thresholds.pass_
+    evidence = any(s.latest is not None and s.latest.verdict == "Pass" for s in statuses)
+    if run_score is not None and run_score >= pass_at and evidence:
+        return "Successful", f"{_score_text(run_score)} >= pass {pass_at:g} at the deadline"
+    if run_score is not None and run_score >= pass_at:
+        return "Inconclusive", (
+            f"deadline reached with {_score_text(run_score)} but no metric passed on evidence: {detail}"
+        )
+    return "Inconclusive", f"deadline reached with {_score_text(run_score)}, pass needs {pass_at:g}: {detail}"
+
+
+def _apply_deadline(state: AnalysisRunState, template: AnalysisTemplateSpec) -> AnalysisRunState:
+    if template.judge == "mannWhitney":
+        detail = "; ".join(_reason(s) for s in state.metrics if s.latest is None or s.latest.verdict != "Pass")
+        phase, message = _mann_whitney_deadline(state.metrics, template, state.score, detail or "all metrics pass")
+        return state.model_copy(update={"phase": phase, "message": message})
     if all(s.latest is not None and s.latest.verdict == "Pass" for s in state.metrics):
         return state
     pending = [s for s in state.metrics if s.latest is None or s.latest.verdict != "Pass"]

@@ -293,3 +293,9 @@ def test_verdict_for_missing_data() -> None:
     assert replaced.classification == "Pass" and replaced.verdict == "Inconclusive"
     every = judge_windows("e", windows([(10, 10, 10, 10)] * 5), MannWhitneySettings())
     assert every.verdict == "Inconclusive" and "every request counted as an event" in every.reason
+
+
+def test_kayenta_pass_without_events_is_not_a_siskin_pass_but_scores_as_kayenta_would() -> None:
+    quiet = judge_windows("e", windows([(100, 100, 0, 0)] * 8), MannWhitneySettings())
+    assert quiet.verdict == "Inconclusive" and quiet.classification == "Pass" and "0 of 20 errors" in quiet.reason
+    assert score({"e": quiet}, [ScoredMetric("e")]).score == 100.0

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from siskin.analysis.prometheus import _api_error, parse_matrix, provider_for
 from siskin.analysis.provider import ProviderUnreachable, QueryError, TrackSeries
 from siskin.analysis.queries import QueryContext
@@ -193,3 +195,180 @@ def test_provider_for_uses_the_template_address_or_the_default() -> None:
     own = AnalysisTemplateSpec.model_validate({**template().model_dump(by_alias=True), "provider": settings})
     provider = provider_for(own, "http://default:9090")
     assert (provider.address, provider.timeout_seconds) == ("http://p:9090", 3.0)
+
+
+# --------------------------------------------------------------------------- judges, critical metrics, score
+
+
+def mw_template(**spec: Any) -> AnalysisTemplateSpec:
+    errors = {"requests": 'req{rollout="{{name}}"}', "events": 'err{rollout="{{name}}"}'}
+    metrics = spec.pop("metrics", [{"name": "errors", "errors": errors}])
+    return AnalysisTemplateSpec.model_validate(
+        {"judge": "mannWhitney", "interval": "10s", "minDuration": "30s", "metrics": metrics, **spec}
+    )
+
+
+def run_to_end(spec: AnalysisTemplateSpec, provider: Any, until: int = 1300) -> AnalysisRunState:
+    state: AnalysisRunState | None = None
+    for now in range(1010, until + 1, 10):
+        state = advance(state, look(spec, provider, CTX, 1000.0, float(now)), spec, deadline_reached=now == until)
+        if state.done:
+            break
+    assert state is not None
+    return state
+
+
+def test_look_dispatches_to_the_mann_whitney_judge() -> None:
+    result = look(mw_template(), FakeProvider(50, 0.10, 0.01), CTX, started_at=1000.0, now=1120.0)
+    (verdict,) = result.verdicts
+    assert verdict.verdict == "Fail" and verdict.classification == "High"
+    assert verdict.reason.startswith("Kayenta: High") and verdict.p_value is not None
+    assert verdict.hl_estimate is not None and verdict.hl_estimate > 0.05
+    early = look(mw_template(), FakeProvider(50, 0.10, 0.01), CTX, started_at=1000.0, now=1020.0).verdicts[0]
+    assert early.verdict == "Inconclusive" and "not judged yet" in early.reason
+
+
+def test_mann_whitney_run_fails_below_marginal_and_succeeds_at_the_deadline_above_pass() -> None:
+    failed = run_to_end(mw_template(), FakeProvider(50, 0.10, 0.01, seed=1))
+    assert failed.phase == "Failed" and failed.score == 0.0
+    assert failed.message.startswith("score 0 < marginal 75") and "errors: Kayenta: High" in failed.message
+    healthy = run_to_end(mw_template(), FakeProvider(50, 0.02, 0.02, seed=2))
+    assert healthy.phase == "Successful" and healthy.score == 100.0, healthy.message
+    assert healthy.look_count == 30  # never Successful before the deadline
+
+
+def test_mann_whitney_scores_only_judged_looks_without_errors() -> None:
+    spec = mw_template()
+    fail = MetricVerdict(name="errors", verdict="Fail", reason="Kayenta: High")
+    early = advance(None, AnalysisLook(at=20, started_at=0, verdicts=[fail]), spec, deadline_reached=False)
+    assert early.phase == "Running" and early.score is None  # 2 windows: not judged
+    error = MetricVerdict.error("errors", "Prometheus down")
+    state = advance(None, AnalysisLook(at=100, started_at=0, verdicts=[error]), spec, deadline_reached=True)
+    assert state.phase == "Inconclusive" and state.score is None  # no data is never Successful
+    assert "no score yet" in state.message
+
+
+def test_mann_whitney_groups_and_marginal_scores_keep_running() -> None:
+    errors = {"requests": "req", "events": "err"}
+    metrics = [{"name": n, "errors": errors, "group": g} for n, g in (("a", "x"), ("b", "x"), ("c", "y"))]
+    spec = mw_template(metrics=metrics, groups={"x": 40}, scoreThresholds={"pass": 95, "marginal": 50})
+    verdicts = [MetricVerdict(name="a", verdict="Fail", reason="High"),
+                MetricVerdict(name="b", verdict="Pass", reason="ok"),
+                MetricVerdict(name="c", verdict="Pass", reason="ok")]
+    state = advance(None, AnalysisLook(at=100, started_at=0, verdicts=verdicts), spec, deadline_reached=False)
+    assert state.phase == "Running" and state.score == 80.0  # x: 50% * 40 + y: 100% * 60
+    final = advance(state, AnalysisLook(at=100, started_at=0, verdicts=verdicts), spec, deadline_reached=True)
+    assert final.phase == "Inconclusive" and "score 80" in final.message
+    assert advance(final, AnalysisLook(at=110, started_at=0, verdicts=verdicts), spec,
+                   deadline_reached=True) == final
+
+
+def test_a_critical_fail_ends_the_run_at_once_for_both_judges() -> None:
+    seq = template(failureLimit=5, critical=True)
+    state = fold(seq, ["Inconclusive", "Fail"])
+    assert state.phase == "Failed"
+    assert state.message.startswith("critical metric failed: errors: look 1 Fail; score 0")
+    assert fold(template(failureLimit=5), ["Fail"]).phase == "Running"
+    errors = {"requests": "req", "events": "err"}
+    spec = mw_template(metrics=[{"name": "errors", "errors": errors, "critical": True},
+                                {"name": "other", "errors": errors}],
+                       scoreThresholds={"pass": 95, "marginal": 0})
+    verdicts = [MetricVerdict(name="errors", verdict="Fail", reason="Kayenta: High"),
+                MetricVerdict(name="other", verdict="Pass", reason="ok")]
+    state = advance(None, AnalysisLook(at=100, started_at=0, verdicts=verdicts), spec, deadline_reached=False)
+    assert state.phase == "Failed" and state.message == "critical metric failed: errors: Kayenta: High; score 0"
+
+
+def test_direction_reaches_the_sequential_judge() -> None:
+    spec = template(direction="decrease")
+    (verdict,) = look(spec, FakeProvider(50, 0.01, 0.10), CTX, started_at=1000.0, now=1120.0).verdicts
+    assert verdict.verdict == "Fail" and "(decrease)" in verdict.reason
+
+
+def test_mann_whitney_state_round_trips_through_json() -> None:
+    state = run_to_end(mw_template(), FakeProvider(50, 0.02, 0.02, seed=3), until=1100)
+    stored = json.loads(json.dumps(state.model_dump(mode="json", by_alias=True)))
+    assert "score" in stored and "pValue" in stored["metrics"][0]["latest"]
+    assert AnalysisRunState.model_validate(stored) == state
+
+
+# --------------------------------------------------------------------------- degenerate input never passes
+
+
+class DegenerateProvider:
+    """Answers every query with the same kind of degenerate data for ``windows`` windows."""
+
+    def __init__(self, kind: str, value: float, windows: int) -> None:
+        self.kind, self.value, self.windows = kind, value, windows
+
+    def range_by_track(self, query: str, start: float, end: float, step_seconds: float) -> TrackSeries:
+        if self.kind == "empty":
+            return {}
+        value = {"nan": math.nan, "inf": math.inf, "constant": self.value, "zero traffic": 0.0}[self.kind]
+        points = [(start + k * step_seconds, value) for k in range(self.windows)
+                  if start + k * step_seconds <= end + 1e-9]
+        return {"canary": points, "baseline": list(points)}
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    kind=st.sampled_from(["empty", "nan", "inf", "constant", "zero traffic"]),
+    value=st.floats(min_value=0, max_value=1e6),
+    windows=st.integers(min_value=1, max_value=40),
+    judge_name=st.sampled_from(["sequential", "mannWhitney"]),
+    nan_strategy=st.sampled_from(["remove", "replace"]),
+    latency=st.booleans(),
+)
+def test_degenerate_input_never_passes_nor_raises(
+    kind: str, value: float, windows: int, judge_name: str, nan_strategy: str, latency: bool
+) -> None:
+    metric: dict[str, Any] = {"name": "m"}
+    if latency:
+        metric["latency"] = {"histogram": "http_duration_seconds", "threshold": "100ms"}
+    else:
+        metric["errors"] = {"requests": "req", "events": "err"}
+    if judge_name == "mannWhitney":
+        metric["nanStrategy"] = nan_strategy
+    spec = AnalysisTemplateSpec.model_validate(
+        {"judge": judge_name, "interval": "10s", "minDuration": "30s", "metrics": [metric]}
+    )
+    provider = DegenerateProvider(kind, value, windows)
+    state: AnalysisRunState | None = None
+    end = 1000 + 10 * (windows + 3)
+    for now in range(1010, end + 1, 10):
+        seen = look(spec, provider, CTX, 1000.0, float(now))
+        assert all(v.verdict != "Pass" for v in seen.verdicts), seen.verdicts
+        state = advance(state, seen, spec, deadline_reached=now == end)
+    assert state is not None and state.phase != "Successful", state.message
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    kind=st.sampled_from(["nan", "inf", "constant", "zero traffic"]),
+    value=st.floats(min_value=0, max_value=1e6),
+    windows=st.integers(min_value=0, max_value=40),
+    nan_strategy=st.sampled_from(["remove", "replace"]),
+    direction=st.sampled_from(["increase", "decrease", "either"]),
+)
+def test_degenerate_windows_never_pass_in_the_pure_judges(
+    kind: str, value: float, windows: int, nan_strategy: str, direction: str
+) -> None:
+    from siskin.analysis.mannwhitney import MannWhitneySettings, judge_windows
+    from siskin.analysis.sequential import JudgeSettings, judge
+    from siskin.analysis.windows import build_windows, window_ends
+
+    raw = {"nan": math.nan, "inf": math.inf, "constant": value, "zero traffic": 0.0}[kind]
+    ends = window_ends(1010.0, 10.0, windows)
+    series: TrackSeries = {track: [(t, raw) for t in ends] for track in ("canary", "baseline")}
+    built = build_windows(ends, 10.0, series, events=series)
+    seq = judge("m", built.windows, JudgeSettings(alpha=0.01, direction=direction))  # type: ignore[arg-type]
+    mw = judge_windows(
+        "m", built.windows,
+        MannWhitneySettings(nan_strategy=nan_strategy, direction=direction),  # type: ignore[arg-type]
+        expected_windows=built.expected, empty_windows=built.skipped.get("no traffic", 0),
+    )
+    assert seq.verdict != "Pass" and mw.verdict != "Pass"
+    single = build_windows(ends[:1], 10.0, {t: [(1010.0, 100.0)] for t in ("canary", "baseline")},
+                           events={"canary": [(1010.0, 1.0)], "baseline": [(1010.0, 5.0)]})
+    assert judge_windows("m", single.windows, MannWhitneySettings()).verdict != "Pass"
+    assert judge("m", single.windows, JudgeSettings(alpha=0.01)).verdict != "Pass"
