@@ -157,25 +157,89 @@ def kayenta_z(canary: FloatArray, baseline: FloatArray) -> float:
     return (diffs.size / 2.0 - 0.5 - at_or_below) / sigma
 
 
+class _Pairs:
+    """One metric's samples so far and all canary-baseline differences, kept sorted as windows arrive."""
+
+    def __init__(self, canary: FloatArray, baseline: FloatArray) -> None:
+        self._canary_all, self._baseline_all = canary, baseline
+        self.canary = np.empty(canary.size)
+        self.baseline = np.empty(baseline.size)
+        self.n1 = self.n2 = 0
+        self.diffs = np.empty(0)
+        self._counts: tuple[dict[float, int], dict[float, int]] = ({}, {})
+        self._ties = [0.0, 0.0]
+        self._range = [[math.inf, -math.inf], [math.inf, -math.inf]]
+
+    def _keep(self, arm: int, value: float) -> None:
+        counts = self._counts[arm]
+        t = counts.get(value, 0)
+        counts[value] = t + 1
+        self._ties[arm] += (t + 1) ** 3 - (t + 1) - (t**3 - t)
+        low, high = self._range[arm]
+        self._range[arm] = [min(low, value), max(high, value)]
+
+    def add(self, window: int) -> None:
+        """Take in window ``window``'s rates (NaN and infinite rates are removed, as nanStrategy remove does)."""
+        new = []
+        value = float(self._canary_all[window])
+        if math.isfinite(value):
+            new.append(value - self.baseline[: self.n2])
+            self.canary[self.n1] = value
+            self.n1 += 1
+            self._keep(0, value)
+        value = float(self._baseline_all[window])
+        if math.isfinite(value):
+            new.append(self.canary[: self.n1] - value)
+            self.baseline[self.n2] = value
+            self.n2 += 1
+            self._keep(1, value)
+        if new:
+            self.diffs = np.sort(np.concatenate([self.diffs, *new]), kind="stable")
+
+    def z(self) -> float:
+        """:func:`kayenta_z` of the samples so far, from the sorted differences."""
+        c, b, n1, n2 = self.canary[: self.n1], self.baseline[: self.n2], self.n1, self.n2
+        if n1 == 0 or n2 == 0:
+            return -math.inf
+        (c_lo, c_hi), (b_lo, b_hi) = self._range
+        if c_lo == c_hi and b_lo == b_hi:  # constant arms: equal (Pass) or jittered; rare, take the slow path
+            return kayenta_z(c, b)
+        pairs = self.diffs.size
+        mid = pairs // 2
+        hl = float(self.diffs[mid]) if pairs % 2 else (float(self.diffs[mid - 1]) + float(self.diffs[mid])) / 2.0
+        if hl == 0.0 and n1 == n2 and np.array_equal(np.sort(c), np.sort(b)):  # identical samples have HL 0
+            return -math.inf
+        mean_c, mean_b = float(c.mean()), float(b.mean())
+        if mean_b != 0.0 and (mean_c == 0.0 or mean_c / mean_b < 1.0):
+            return -math.inf
+        at_or_below = int(np.searchsorted(self.diffs, KAYENTA_TOLERANCE * abs(hl), side="right"))
+        if at_or_below == 0:
+            return math.inf
+        n = n1 + n2
+        sigma = math.sqrt(n1 * n2 / 12.0 * ((n + 1) - (self._ties[0] + self._ties[1]) / (n * (n - 1))))
+        return (pairs / 2.0 - 0.5 - at_or_below) / sigma
+
+
 class KayentaPath:
     """Per look (after each window), the largest Kayenta High statistic over the metrics, computed on demand."""
 
     def __init__(self, stream: Stream) -> None:
-        self._rates = [window_rates(stream, metric) for metric in METRICS]
+        self._pairs = [_Pairs(*window_rates(stream, metric)) for metric in METRICS]
         self._z = np.full(stream.windows, np.nan)
+        self._seen = 0
         self.windows = stream.windows
 
     def z(self, look: int) -> float:
         """The statistic after window ``look`` (High at confidence c iff it exceeds ``z_for_confidence(c)``)."""
-        if math.isnan(self._z[look]):
+        while self._seen <= look:
+            window = self._seen
             value = -math.inf
-            if look < KAYENTA_MIN_WINDOWS - 1:
-                self._z[look] = value
-                return value
-            for canary, baseline in self._rates:
-                c, b = canary[: look + 1], baseline[: look + 1]
-                value = max(value, kayenta_z(c[~np.isnan(c)], b[~np.isnan(b)]))
-            self._z[look] = value
+            for pairs in self._pairs:
+                pairs.add(window)
+                if window >= KAYENTA_MIN_WINDOWS - 1:
+                    value = max(value, pairs.z())
+            self._z[window] = value
+            self._seen += 1
         return float(self._z[look])
 
     def first_over(self, z: float, first_look: int = 0) -> int:

@@ -124,3 +124,19 @@ def test_simulated_stable_service_has_its_nominal_rates() -> None:
     assert 0.007 < stream.baseline_events["errors"].sum() / requests < 0.016
     assert 0.007 < stream.baseline_events["slow"].sum() / requests < 0.02
     assert stream.canary_buckets is not None and np.all(np.diff(stream.canary_buckets, axis=1) >= 0)
+
+
+@pytest.mark.parametrize("traffic", [sim.Traffic(50, 0.05), sim.Traffic(200, None)])
+def test_incremental_kayenta_path_equals_the_direct_statistic(traffic: sim.Traffic) -> None:
+    stream = sim.simulate(traffic, sim.SCENARIOS["p99 latency +20%"], np.random.default_rng(2))
+    stream.canary_requests[7] = 0  # a window without canary traffic: its NaN rate is removed
+    for metric in sim.METRICS:
+        stream.canary_events[metric][7] = 0
+    path = judges.KayentaPath(stream).path()
+    for look in range(judges.KAYENTA_MIN_WINDOWS - 1, sim.WINDOWS, 7):
+        direct = -math.inf
+        for metric in sim.METRICS:
+            canary, baseline = judges.window_rates(stream, metric)
+            c, b = canary[: look + 1], baseline[: look + 1]
+            direct = max(direct, judges.kayenta_z(c[np.isfinite(c)], b[np.isfinite(b)]))
+        assert path[look] == direct
