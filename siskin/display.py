@@ -30,8 +30,10 @@ def metric_summary(verdict: dict[str, Any]) -> str:
     ratio = verdict.get("ratioEstimate")
     if ratio is not None:
         low, high = verdict.get("ratioLow"), verdict.get("ratioHigh")
-        interval = f" [{_num(low)}, {_num(high)}]"
+        interval = f" [{_num(low)}, {_num(high)}]" if low is not None or high is not None else ""
         parts.append(f"ratio {ratio:.2f}{interval}")
+    if verdict.get("pValue") is not None:
+        parts.append(f"p {_num(verdict['pValue'])}")
     if verdict.get("eValue") is not None and verdict.get("threshold") is not None:
         parts.append(f"e {_num(verdict['eValue'])}/{_num(verdict['threshold'])}")
     if verdict.get("verdict") in ("Fail", "Error", "Inconclusive") or len(parts) == 1:
