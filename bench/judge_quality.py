@@ -90,7 +90,9 @@ def run_task(task: Task) -> dict[str, Any]:
     if _KAYENTA is None:
         _KAYENTA = load_kayenta()
     scenario = SCENARIOS[task.scenario]
-    ratios = {m: SPRT_AA_RATIO for m in METRICS} if scenario.is_aa else scenario.true_ratios()
+    ratios: dict[str, float | np.ndarray] = (
+        {m: SPRT_AA_RATIO for m in METRICS} if scenario.is_aa else dict(scenario.ratio_paths())
+    )
     out: dict[str, list[int]] = defaultdict(list)
     paths: list[np.ndarray] = []
     screen = [0, 0]

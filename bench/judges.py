@@ -81,29 +81,34 @@ def siskin(stream: Stream, settings: JudgeSettings = SISKIN_SETTINGS) -> int:
     return earliest(*fails)
 
 
-def sprt_llr(stream: Stream, metric: str, ratio: float) -> FloatArray:
-    """Cumulative log-likelihood ratio of canary-vs-baseline event counts, H1 ratio vs H0 ratio 1."""
+def sprt_llr(stream: Stream, metric: str, ratio: float | FloatArray) -> FloatArray:
+    """Cumulative log-likelihood ratio of canary-vs-baseline event counts: H1 ``ratio`` (per window) vs H0 1."""
     nc = stream.canary_requests.astype(float)
     total = nc + stream.baseline_requests
     share = np.divide(nc, total, out=np.zeros_like(nc), where=total > 0)
     xc = stream.canary_events[metric].astype(float)
     events = xc + stream.baseline_events[metric]
-    llr: FloatArray = np.cumsum(xc * math.log(ratio) - events * np.log1p(share * (ratio - 1.0)))
+    r = np.broadcast_to(np.asarray(ratio, dtype=float), xc.shape)
+    llr: FloatArray = np.cumsum(xc * np.log(r) - events * np.log1p(share * (r - 1.0)))
     return llr
 
 
-def oracle_sprt(stream: Stream, ratios: dict[str, float], alpha: float = ALPHA, beta: float = SPRT_BETA) -> int:
+def oracle_sprt(
+    stream: Stream, ratios: dict[str, float | FloatArray], alpha: float = ALPHA, beta: float = SPRT_BETA
+) -> int:
     """Wald's SPRT per metric told the true ratio (alpha split over the metrics as the product does).
 
-    Metrics whose true ratio is 1 have no H1 and are not tested. A metric's test
-    stops at the first boundary crossing; only the upper one is a rollback.
+    The ratio may be given per window (warm-up dilutes a latency regression in
+    the first minutes). Metrics whose true ratio is 1 throughout have no H1 and
+    are not tested. A metric's test stops at the first boundary crossing; only
+    the upper one is a rollback.
     """
     per_metric = alpha / len(METRICS)
     upper, lower = math.log((1 - beta) / per_metric), math.log(beta / (1 - per_metric))
     fails = []
     for metric in METRICS:
         ratio = ratios[metric]
-        if ratio == 1.0:
+        if np.all(np.asarray(ratio) == 1.0):
             continue
         llr = sprt_llr(stream, metric, ratio)
         stop = first((llr >= upper) | (llr <= lower))

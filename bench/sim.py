@@ -82,6 +82,14 @@ class Scenario:
             "slow": _exceedance(self.latency_scale, self.tail_share) / base_slow,
         }
 
+    def ratio_paths(self) -> dict[str, FloatArray]:
+        """The same ratios per window: warm-up slows both tracks' body, which dilutes a latency regression."""
+        warm_scale = 1 + WARMUP_LATENCY_PENALTY * warm_up_fade()
+        slow = np.array([
+            _exceedance(self.latency_scale * w, self.tail_share) / _exceedance(w, 0.0) for w in warm_scale
+        ])
+        return {"errors": np.full(WINDOWS, self.canary_error / BASE_ERROR), "slow": slow}
+
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -137,6 +145,13 @@ class Stream:
     def windows(self) -> int:
         """Number of windows."""
         return int(self.canary_requests.size)
+
+
+def warm_up_fade() -> FloatArray:
+    """Per window, the share of the warm-up penalty fresh pods still carry (1 -> 0 over ``WARMUP_S``)."""
+    starts = np.arange(WINDOWS) * WINDOW_S
+    result: FloatArray = np.clip(1 - (starts + WINDOW_S / 2) / WARMUP_S, 0.0, 1.0)
+    return result
 
 
 def _exceedance(scale: float, tail_share: float, boundary: float = SLOW_BOUNDARY_S) -> float:
@@ -195,7 +210,7 @@ def simulate(traffic: Traffic, scenario: Scenario, rng: np.random.Generator) -> 
     load = load * np.exp(rng.normal(0.0, LOAD_WOBBLE_SD, WINDOWS))
     weights = traffic.weights()
     expected = traffic.rps * WINDOW_S * load * weights
-    warm = np.clip(1 - (starts + WINDOW_S / 2) / WARMUP_S, 0.0, 1.0)
+    warm = warm_up_fade()
     nc, xc, bc = _track(rng, expected, scenario.canary_error, scenario.latency_scale, scenario.tail_share, warm)
     nb, xb, bb = _track(rng, expected, BASE_ERROR, 1.0, 0.0, warm)
     stable = rng.poisson(traffic.rps * WINDOW_S * load * (1 - 2 * weights))
