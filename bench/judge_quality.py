@@ -248,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
 
     grid = QUICK_GRID if args.quick else FULL_GRID
-    aa_runs = args.aa_runs or (150 if args.quick else 500)
-    runs = args.runs or (50 if args.quick else 300)
+    aa_runs = args.aa_runs or (300 if args.quick else 500)
+    runs = args.runs or (80 if args.quick else 300)
     regressions = [name for name in SCENARIOS if not SCENARIOS[name].is_aa]
     if args.quick:
         cells = [(HEADLINE_TRAFFIC, name) for name in regressions] + [
