@@ -133,7 +133,14 @@ def render(
     ]
     if reduced:
         out += ["", reduced]
-    out += ["", "## Targets", "", *[f"- {line}" for line in target_lines], "", "## Judges", ""]
+    out += ["", "## Targets", "", *[f"- {line}" for line in target_lines]]
+    out += ["", "## Headline", "", "| judge | A/A false rollbacks [95% Wilson] | "
+            f"{summary['headline']}: power 15 / 30 min · median / p90 TTD |", "|---|---|---|"]
+    headline = next((d for (t, sc), d in detections.items() if f"{sc} @ {t}" == summary["headline"]), {})
+    for judge in JUDGES:
+        row = _cell(headline[judge]) if judge in headline else "—"
+        out.append(f"| {judge} | {rates[judge].text()} | {row} |")
+    out += ["", "## Judges", ""]
     out += [f"- **{judge}**: {JUDGE_NOTES[judge]}." for judge in JUDGES]
     n, compared = screen
     out += [
@@ -193,6 +200,17 @@ def render(
         out += ["", f"### {scenario}", "", "| traffic | " + " | ".join(JUDGES) + " |", "|---|" + "---|" * len(JUDGES)]
         for label, by_judge in rows:
             out.append(f"| {label} | " + " | ".join(_cell(by_judge[j]) for j in JUDGES) + " |")
+    out += ["", "### Siskin's median TTD ÷ the oracle's (target <= 1.5)", ""]
+    traffic_labels = list(dict.fromkeys(t for t, _ in detections))
+    out += ["| traffic | " + " | ".join(scenarios) + " |", "|---|" + "---|" * len(scenarios)]
+    for label in traffic_labels:
+        cells = []
+        for scenario in scenarios:
+            pair = detections.get((label, scenario))
+            mine = None if pair is None else pair["siskin"].median_s
+            oracle = None if pair is None else pair["oracle_sprt"].median_s
+            cells.append("—" if mine is None or oracle is None else f"{mine / oracle:.1f}×")
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
     out += ["", "## Simulator", "", *_settings(), "", "## Reading the table, and known gaps", "", *_notes(rates)]
     out += ["", "## Summary line", "", "```json", json.dumps(summary, ensure_ascii=False), "```", ""]
     return "\n".join(out)
