@@ -92,9 +92,16 @@ class AnalysisRunState(_Camel):
         return self.phase in TERMINAL_PHASES
 
 
+def _event_noun(metric: MetricSpec) -> str:
+    """What a metric counts, as the verdict's reason names it."""
+    if metric.errors is not None:
+        return "errors"
+    assert metric.latency is not None
+    return f"slower than {metric.latency.threshold}"
+
+
 def judge_settings(template: AnalysisTemplateSpec, metric: MetricSpec) -> JudgeSettings:
     """The judge's settings for ``metric``: alpha split over all metrics of the template."""
-    noun = "errors" if metric.errors is not None else f"slower than {metric.latency.threshold}"  # type: ignore[union-attr]
     return JudgeSettings(
         alpha=template.alpha,
         metric_count=len(template.metrics),
@@ -102,14 +109,13 @@ def judge_settings(template: AnalysisTemplateSpec, metric: MetricSpec) -> JudgeS
         max_ratio=metric.max_ratio,
         min_events=metric.min_events,
         min_duration_seconds=template.min_duration_seconds,
-        event_noun=noun,
+        event_noun=_event_noun(metric),
         direction=metric.direction,
     )
 
 
 def mann_whitney_settings(template: AnalysisTemplateSpec, metric: MetricSpec) -> MannWhitneySettings:
     """The Kayenta-compatible judge's settings for ``metric``."""
-    noun = "errors" if metric.errors is not None else f"slower than {metric.latency.threshold}"  # type: ignore[union-attr]
     return MannWhitneySettings(
         confidence=template.mann_whitney_confidence,
         direction=metric.direction,
@@ -122,7 +128,7 @@ def mann_whitney_settings(template: AnalysisTemplateSpec, metric: MetricSpec) ->
         interval_seconds=template.interval_seconds,
         min_duration_seconds=template.min_duration_seconds,
         min_events=metric.min_events,
-        event_noun=noun,
+        event_noun=_event_noun(metric),
     )
 
 
