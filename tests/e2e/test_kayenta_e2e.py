@@ -50,4 +50,6 @@ def test_mann_whitney_judge_rolls_back_a_bad_version(cluster: RunningSandbox) ->
     verdicts = status["stepAnalysis"]["runs"]["red"]["state"]["metrics"]
     assert {m["latest"]["classification"] for m in verdicts} <= {"High", "Pass"}
     assert any(m["latest"].get("pValue") is not None for m in verdicts), verdicts
-    assert cluster.route_weights(ROLLOUT).get(f"{ROLLOUT}-canary", 0) == 0
+    # The status is written before the actions it decides, so the route follows a moment later.
+    cluster.wait_for(lambda: cluster.route_weights(ROLLOUT).get(f"{ROLLOUT}-canary", 0) == 0 or None, 30,
+                     "the route to send nothing to the canary")
