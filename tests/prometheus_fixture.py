@@ -6,17 +6,22 @@ serves the analysis integration tests.
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import yaml
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 PROMETHEUS_BINARY = shutil.which("prometheus") or "/usr/bin/prometheus"
 
@@ -99,3 +104,42 @@ class PrometheusServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class TrafficExporter:
+    """Simulated HTTP traffic for a real Prometheus to scrape: one request counter and one latency
+    histogram series per label-value tuple, each with its own error and slow-request share."""
+
+    def __init__(self, label_names: Sequence[str], series: Mapping[tuple[str, ...], tuple[float, float]],
+                 rps_per_series: float, seed: int) -> None:
+        self.registry = CollectorRegistry()
+        self.series = dict(series)
+        self.rps_per_series = rps_per_series
+        self.seed = seed
+        self.requests = Counter("http_requests", "Requests.", [*label_names, "code"], registry=self.registry)
+        self.duration = Histogram("http_request_duration_seconds", "Latency.", list(label_names),
+                                  buckets=(0.05, 0.1, 0.25, 0.5, 1.0), registry=self.registry)
+        self.port = free_port()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._server: Any = None
+
+    def start(self) -> None:
+        self._server = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if isinstance(self._server, tuple):
+            self._server[0].shutdown()
+
+    def _run(self) -> None:
+        rng = random.Random(self.seed)
+        tick = 0.1
+        while not self._stop.wait(tick):
+            for labels, (error_share, slow_share) in self.series.items():
+                for _ in range(int(self.rps_per_series * tick)):
+                    code = "500" if rng.random() < error_share else "200"
+                    self.requests.labels(*labels, code).inc()
+                    self.duration.labels(*labels).observe(0.4 if rng.random() < slow_share else 0.02)

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import random
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from siskin.analysis.prometheus import PrometheusProvider
 from siskin.analysis.provider import QueryError
 from siskin.analysis.queries import QueryContext
@@ -20,7 +16,7 @@ from siskin.analysis.run import advance, look
 from siskin.analysis.template import AnalysisTemplateSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prometheus_fixture import PrometheusServer, free_port
+from prometheus_fixture import PrometheusServer, TrafficExporter, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus binary not installed")
 
@@ -33,43 +29,11 @@ BEHAVIOUR = {
 }
 
 
-class Exporter:
-    """Simulated traffic for two rollouts, exposed on a loopback port in the Prometheus format."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        labels = ["namespace", "rollout", "track"]
-        self.requests = Counter("http_requests", "Requests.", [*labels, "code"], registry=self.registry)
-        self.duration = Histogram(
-            "http_request_duration_seconds", "Latency.", labels,
-            buckets=(0.05, 0.1, 0.25, 0.5, 1.0), registry=self.registry,
-        )
-        self.port = free_port()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._server: Any = None
-
-    def start(self) -> None:
-        self._server = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        if isinstance(self._server, tuple):
-            self._server[0].shutdown()
-
-    def _run(self) -> None:
-        rng = random.Random(7)
-        tick = 0.1
-        while not self._stop.wait(tick):
-            for rollout, tracks in BEHAVIOUR.items():
-                for track, (error_share, slow_share) in tracks.items():
-                    for _ in range(int(RPS_PER_TRACK * tick)):
-                        code = "500" if rng.random() < error_share else "200"
-                        self.requests.labels("demo", rollout, track, code).inc()
-                        latency = 0.4 if rng.random() < slow_share else 0.02
-                        self.duration.labels("demo", rollout, track).observe(latency)
+def exporter_for_tracks() -> TrafficExporter:
+    """Simulated traffic for two rollouts, per track."""
+    series = {("demo", rollout, track): shares for rollout, tracks in BEHAVIOUR.items()
+              for track, shares in tracks.items()}
+    return TrafficExporter(["namespace", "rollout", "track"], series, RPS_PER_TRACK, seed=7)
 
 
 TEMPLATE = AnalysisTemplateSpec.model_validate({
@@ -101,7 +65,7 @@ TEMPLATE = AnalysisTemplateSpec.model_validate({
 @pytest.fixture(scope="module")
 def prometheus() -> Iterator[tuple[PrometheusServer, float]]:
     """Exporter + Prometheus, yielded once a few complete windows of data exist."""
-    exporter = Exporter()
+    exporter = exporter_for_tracks()
     exporter.start()
     server = PrometheusServer([f"127.0.0.1:{exporter.port}"], scrape_interval="1s")
     server.start()

@@ -7,11 +7,9 @@ Two rollouts are exported side by side: ``same`` (four pods behaving alike), and
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +17,11 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from siskin.analysis.prometheus import PrometheusProvider
 from siskin.analysis.provider import QueryError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prometheus_fixture import PrometheusServer, free_port
+from prometheus_fixture import PrometheusServer, TrafficExporter, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus binary not installed")
 
@@ -66,49 +63,17 @@ TEMPLATE = {
 }
 
 
-class Exporter:
-    """Four stable pods per rollout, exposed on a loopback port in the Prometheus format."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        labels = ["namespace", "rollout", "track", "pod"]
-        self.requests = Counter("http_requests", "Requests.", [*labels, "code"], registry=self.registry)
-        self.duration = Histogram(
-            "http_request_duration_seconds", "Latency.", labels,
-            buckets=(0.05, 0.1, 0.25, 0.5, 1.0), registry=self.registry,
-        )
-        self.port = free_port()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._server: Any = None
-
-    def start(self) -> None:
-        self._server = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        if isinstance(self._server, tuple):
-            self._server[0].shutdown()
-
-    def _run(self) -> None:
-        rng = random.Random(11)
-        tick = 0.1
-        while not self._stop.wait(tick):
-            for rollout, pods in BEHAVIOUR.items():
-                for pod, (error_share, slow_share) in pods.items():
-                    for _ in range(int(RPS_PER_POD * tick)):
-                        code = "500" if rng.random() < error_share else "200"
-                        self.requests.labels("demo", rollout, "stable", pod, code).inc()
-                        latency = 0.4 if rng.random() < slow_share else 0.02
-                        self.duration.labels("demo", rollout, "stable", pod).observe(latency)
+def exporter_for_pods() -> TrafficExporter:
+    """Four stable pods per rollout."""
+    series = {("demo", rollout, "stable", pod): shares for rollout, pods in BEHAVIOUR.items()
+              for pod, shares in pods.items()}
+    return TrafficExporter(["namespace", "rollout", "track", "pod"], series, RPS_PER_POD, seed=11)
 
 
 @pytest.fixture(scope="module")
 def history() -> Iterator[tuple[str, float, float]]:
     """Prometheus URL and a ``[from, to]`` range holding ``HISTORY_SECONDS`` of scraped data."""
-    exporter = Exporter()
+    exporter = exporter_for_pods()
     exporter.start()
     server = PrometheusServer([f"127.0.0.1:{exporter.port}"], scrape_interval="1s")
     server.start()
