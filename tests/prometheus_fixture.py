@@ -6,6 +6,7 @@ serves the analysis integration tests.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import socket
@@ -15,7 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -143,3 +144,33 @@ class TrafficExporter:
                     code = "500" if rng.random() < error_share else "200"
                     self.requests.labels(*labels, code).inc()
                     self.duration.labels(*labels).observe(0.4 if rng.random() < slow_share else 0.02)
+
+
+@contextlib.contextmanager
+def scraping(exporter: TrafficExporter, query: str, track: str, timeout_s: float = 30.0) -> Iterator[PrometheusServer]:
+    """A real Prometheus scraping ``exporter`` every second, yielded once ``query`` shows ``track``."""
+    from siskin.analysis.prometheus import PrometheusProvider
+    from siskin.analysis.provider import QueryError
+
+    exporter.start()
+    server = PrometheusServer([f"127.0.0.1:{exporter.port}"], scrape_interval="1s")
+    server.start()
+    provider = PrometheusProvider(server.url)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            now = time.time()
+            try:
+                series = provider.range_by_track(query, now - 5, now, 1)
+            except QueryError:
+                series = {}
+            if series.get(track):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"no data scraped within {timeout_s:.0f} s: {server.log_tail()}")
+        yield server
+    finally:
+        provider.close()
+        server.stop()
+        exporter.stop()

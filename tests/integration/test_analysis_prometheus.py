@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 from siskin.analysis.prometheus import PrometheusProvider
-from siskin.analysis.provider import QueryError
 from siskin.analysis.queries import QueryContext
 from siskin.analysis.run import advance, look
 from siskin.analysis.template import AnalysisTemplateSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prometheus_fixture import PrometheusServer, TrafficExporter, free_port
+from prometheus_fixture import PrometheusServer, TrafficExporter, free_port, scraping
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus binary not installed")
 
@@ -65,31 +64,11 @@ TEMPLATE = AnalysisTemplateSpec.model_validate({
 @pytest.fixture(scope="module")
 def prometheus() -> Iterator[tuple[PrometheusServer, float]]:
     """Exporter + Prometheus, yielded once a few complete windows of data exist."""
-    exporter = exporter_for_tracks()
-    exporter.start()
-    server = PrometheusServer([f"127.0.0.1:{exporter.port}"], scrape_interval="1s")
-    server.start()
-    provider = PrometheusProvider(server.url)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            now = time.time()
-            try:
-                series = provider.range_by_track("sum by (track) (http_requests_total)", now - 5, now, 1)
-            except QueryError:
-                series = {}
-            if series.get("canary"):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"no data scraped within 30 s: {server.log_tail()}")
+    query = "sum by (track) (http_requests_total)"
+    with scraping(exporter_for_tracks(), query, "canary") as server:
         started_at = time.time()
         time.sleep(4 * INTERVAL_SECONDS + 1)
         yield server, started_at
-    finally:
-        provider.close()
-        server.stop()
-        exporter.stop()
 
 
 def test_bad_canary_fails_on_errors_and_latency(prometheus: tuple[PrometheusServer, float]) -> None:

@@ -17,11 +17,9 @@ from typing import Any
 
 import pytest
 import yaml
-from siskin.analysis.prometheus import PrometheusProvider
-from siskin.analysis.provider import QueryError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prometheus_fixture import PrometheusServer, TrafficExporter, free_port
+from prometheus_fixture import TrafficExporter, free_port, scraping
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus binary not installed")
 
@@ -73,32 +71,11 @@ def exporter_for_pods() -> TrafficExporter:
 @pytest.fixture(scope="module")
 def history() -> Iterator[tuple[str, float, float]]:
     """Prometheus URL and a ``[from, to]`` range holding ``HISTORY_SECONDS`` of scraped data."""
-    exporter = exporter_for_pods()
-    exporter.start()
-    server = PrometheusServer([f"127.0.0.1:{exporter.port}"], scrape_interval="1s")
-    server.start()
-    provider = PrometheusProvider(server.url)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            now = time.time()
-            try:
-                query = 'sum by (track) (http_requests_total{track="stable"})'
-                series = provider.range_by_track(query, now - 5, now, 1)
-            except QueryError:
-                series = {}
-            if series.get("stable"):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"no data scraped within 30 s: {server.log_tail()}")
+    query = 'sum by (track) (http_requests_total{track="stable"})'
+    with scraping(exporter_for_pods(), query, "stable") as server:
         start = float(int(time.time()) + 2)
         time.sleep(max(0.0, start + HISTORY_SECONDS + 0.5 - time.time()))
         yield server.url, start, start + HISTORY_SECONDS
-    finally:
-        provider.close()
-        server.stop()
-        exporter.stop()
 
 
 @pytest.fixture(scope="module")
