@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import importlib.resources
 import json
 import os
@@ -164,16 +165,12 @@ def _read_rollout() -> dict[str, Any] | None:
     return body
 
 
-_KUBE: list[Any] = []
-
-
+@functools.cache
 def _kube() -> Any:
-    """The demo's own API client, on the sandbox's kubeconfig."""
+    """The demo's own API client, on the sandbox's kubeconfig (one per process)."""
     from siskin.operator.kube import KubeAPI
 
-    if not _KUBE:
-        _KUBE.append(KubeAPI(kubeconfig=os.environ["KUBECONFIG"]))
-    return _KUBE[0]
+    return KubeAPI(kubeconfig=os.environ["KUBECONFIG"])
 
 
 async def _status() -> dict[str, Any]:
