@@ -210,6 +210,12 @@ class AnalysisTemplateSpec(_Model):
             total = sum(self.groups.values())
             if total > 100.0:
                 raise ValueError(f"spec.groups: weights add up to {total:g}, more than 100")
+            if used <= set(self.groups) and abs(total - 100.0) > 1e-9:
+                # Every group is weighted, so nothing takes the rest: the score could never reach 100.
+                raise ValueError(
+                    f"spec.groups: every group has a weight and they add up to {total:g}; make them add up "
+                    "to 100, or leave a group out so that it takes the rest"
+                )
 
     @property
     def mann_whitney_confidence(self) -> float:

@@ -124,3 +124,13 @@ def test_judge_specific_fields_are_named_when_misplaced() -> None:
     )
     assert spec.mann_whitney_confidence == 0.98 and spec.score_thresholds.pass_ == 90
     assert spec.score_thresholds.marginal == 75 and spec.metrics[0].direction == "increase"
+
+
+def test_group_weights_that_cannot_reach_100_are_refused() -> None:
+    metrics = [{"name": "errors", "errors": dict(ERRORS), "group": "x"},
+               {"name": "latency", "errors": dict(ERRORS), "group": "x"}]
+    with pytest.raises(ValueError, match="add up to 30; make them add up to 100"):
+        AnalysisTemplateSpec.model_validate(spec(metrics=metrics, groups={"x": 30}))
+    assert AnalysisTemplateSpec.model_validate(spec(metrics=metrics, groups={"x": 100})).groups == {"x": 100}
+    metrics[1]["group"] = "y"
+    assert AnalysisTemplateSpec.model_validate(spec(metrics=metrics, groups={"x": 30})).groups == {"x": 30}
