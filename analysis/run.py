@@ -106,6 +106,7 @@ def judge_settings(template: AnalysisTemplateSpec, metric: MetricSpec) -> JudgeS
         alpha=template.alpha,
         metric_count=len(template.metrics),
         tolerance=metric.tolerance,
+        spread=metric.spread,
         max_ratio=metric.max_ratio,
         min_events=metric.min_events,
         min_duration_seconds=template.min_duration_seconds,

@@ -9,18 +9,36 @@ weights are handled exactly because every window keeps its own ``rho_i``:
 
     l_t(r) = X_c log r - sum_i e_i log(1 + rho_i (r - 1))
 
-- FAIL test, H0: r <= tolerance. ``E_t`` mixes likelihood ratios against
-  ``r0 = tolerance`` over a grid ``r0 e^u``, u in (0, 2.3], weights
-  ``exp(-u^2 / 0.98)``. Each ratio is a nonnegative supermartingale under H0,
-  so by Ville's inequality P(ever E_t >= M / alpha) <= alpha / M. FAIL is sticky:
-  the judge uses the largest ``E_t`` over every prefix of the windows.
+- Two kinds of noise sit on top of that binomial split, and the judge models
+  both rather than mistaking them for a regression:
+
+  - Spread. Two healthy tracks of pods never have exactly the same rates (nodes,
+    caches, pod placement): the realised ratio is ``r = r_v h`` where ``r_v`` is
+    the version's effect and ``log h ~ N(0, tau^2)`` with ``tau = log(spread) / 2``
+    (``spread`` is the ratio two healthy tracks stay within, about 95% of the time).
+  - Bursts. Within a window the tracks' rates wobble further, which inflates
+    the variance of the split by ``phi_i = 1 + (e_i - 1) p_i (1 - p_i) s^2``
+    (``p_i`` the canary's share of the window's events). ``s^2`` is estimated from
+    the windows before ``i`` (method of moments around the running maximum-
+    likelihood ratio), starting from a prior of ``BURST_PRIOR_S2`` worth
+    ``BURST_PRIOR_WINDOWS`` windows. Each window's log-likelihood is divided by ``phi_i``
+    (quasi-likelihood), which keeps the e-process's increments calibrated.
+
+- FAIL test, H0: ``r_v <= tolerance``. ``E_t`` is the Bayes factor of two mixtures
+  of the tempered likelihood over a grid of ``log r``: the alternative puts
+  ``log r - log tolerance = u + log h`` with ``u`` half-normal (scale
+  ``ALT_SCALE``), the null ``log r - log tolerance = log h``. Under the null,
+  averaged over the spread, it is a nonnegative martingale in the counts, so by
+  Ville's inequality P(ever E_t >= M / alpha) <= alpha / M. ``spread: 1`` makes
+  the null a point at ``tolerance`` (a hard boundary). FAIL is sticky: the judge
+  uses the largest ``E_t`` over every prefix of the windows.
 - Direction. ``decrease`` runs the same test with canary and baseline swapped
   (H0: r >= 1 / tolerance); ``either`` averages the two one-sided e-processes,
   which splits alpha evenly between the sides and stays anytime-valid (an
   average of supermartingales is one). PASS then needs the confidence
   sequence's lower end >= 1 / max_ratio (decrease) or both ends inside.
 - Confidence sequence: the ratios ``r`` whose two-sided mixture (log s ~ N(0, 1))
-  stays below ``M / alpha``. PASS needs its upper end <= ``max_ratio``, enough
+  of the same tempered likelihood stays below ``M / alpha``. PASS needs its upper end <= ``max_ratio``, enough
   analysed time and events, and at least ``MIN_WINDOWS_FOR_PASS`` windows.
 - Sample-ratio mismatch: the same machinery on request counts (canary vs
   baseline should be split ``expected_canary_share``), two one-sided tests
@@ -34,6 +52,7 @@ input makes it raise or pass without evidence.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,8 +70,17 @@ FloatArray = npt.NDArray[np.float64]
 MIN_WINDOWS_FOR_PASS = 3
 """A PASS on one or two windows would rest on whatever happened in a few seconds; never do that."""
 
-_FAIL_U = np.linspace(2.3 / 48, 2.3, 48)
-_FAIL_LOG_W = -(_FAIL_U**2) / 0.98 - logsumexp(-(_FAIL_U**2) / 0.98)
+ALT_SCALE = 0.7
+"""Scale of the half-normal mixture over log(r_v / tolerance) under the alternative (a doubling is ~1 sd)."""
+BURST_PRIOR_S2 = 0.25
+"""Prior within-window variance of the tracks' log-ratio before the data show it (0.5 sd: bursts of +-50%)."""
+BURST_PRIOR_WINDOWS = 10.0
+"""The burst prior weighs as much as this many windows like the ones seen so far."""
+
+_FAIL_LOG_R = np.arange(-150, 351) / 100.0
+"""Grid of log(r / tolerance) for the fail test's mixtures (0 is exactly on it)."""
+_ALT_U = np.linspace(0.005, 3.0, 600)
+_NEGLIGIBLE_LOG_WEIGHT = -40.0
 _CS_LOG_S = np.linspace(-3.0, 3.0, 61)
 _CS_LOG_W = -(_CS_LOG_S**2) / 2 - logsumexp(-(_CS_LOG_S**2) / 2)
 _CANDIDATE_LOG_R = np.linspace(-5.0, 5.0, 1001)
@@ -65,7 +93,9 @@ class JudgeSettings:
 
     alpha: float
     metric_count: int = 1
-    tolerance: float = 1.2
+    tolerance: float = 1.0
+    spread: float = 1.2
+    """Ratio two healthy tracks stay within (~95%): the null's spread around ``tolerance``; 1 = hard boundary."""
     max_ratio: float = 1.5
     min_events: int = 20
     min_duration_seconds: float = 0.0
@@ -99,48 +129,120 @@ class _Arrays:
         return np.divide(self.canary_requests, total, out=np.zeros_like(total), where=total > 0)
 
 
+def window_log_likelihoods(
+    canary_events: FloatArray, total_events: FloatArray, canary_share: FloatArray, log_ratios: FloatArray
+) -> FloatArray:
+    """Per window (rows) and ``r = exp(log_ratios)`` (columns): log-likelihood of the canary/baseline event split."""
+    result: FloatArray = canary_events[:, None] * log_ratios[None, :] - total_events[:, None] * np.log1p(
+        canary_share[:, None] * np.expm1(log_ratios)[None, :]
+    )
+    return result
+
+
 def log_likelihood_paths(
     canary_events: FloatArray, total_events: FloatArray, canary_share: FloatArray, log_ratios: FloatArray
 ) -> FloatArray:
     """``l_t(r)`` for every prefix t (rows) and every ``r = exp(log_ratios)`` (columns), up to a constant."""
-    ratios = np.exp(log_ratios)[None, :]
-    share = canary_share[:, None]
-    per_window = canary_events[:, None] * log_ratios[None, :] - total_events[:, None] * np.log1p(
-        share * (ratios - 1.0)
+    result: FloatArray = np.cumsum(
+        window_log_likelihoods(canary_events, total_events, canary_share, log_ratios), axis=0
     )
-    result: FloatArray = np.cumsum(per_window, axis=0)
     return result
 
 
 def log_one_sided_e_process(
     canary_events: FloatArray, total_events: FloatArray, canary_share: FloatArray, null_ratio: float
 ) -> FloatArray:
-    """log E_t for H0: r <= null_ratio, per prefix t (mixture over r = null_ratio * e^u, u > 0)."""
-    if canary_events.size == 0:
-        return np.zeros(0)
-    log_grid = math.log(null_ratio) + np.concatenate(([0.0], _FAIL_U))
-    paths = log_likelihood_paths(canary_events, total_events, canary_share, log_grid)
-    log_lr = paths[:, 1:] - paths[:, :1]
-    result: FloatArray = logsumexp(log_lr + _FAIL_LOG_W[None, :], axis=1)
+    """log E_t for H0: r <= null_ratio, plain binomial, hard boundary (the sample-ratio test uses it)."""
+    return log_fail_mixture(canary_events, total_events, canary_share, null_ratio, 1.0, np.ones_like(canary_events))
+
+
+def burst_inflation(canary_events: FloatArray, total_events: FloatArray, canary_share: FloatArray) -> FloatArray:
+    """``phi_i`` per window: how much bursts inflate the variance of its event split, from the windows before it."""
+    count = canary_events.size
+    if count == 0:
+        return np.ones(0)
+    paths = log_likelihood_paths(canary_events, total_events, canary_share, _CANDIDATE_LOG_R)
+    fitted = np.exp(_CANDIDATE_LOG_R[np.argmax(paths, axis=1)])  # maximum-likelihood ratio after each window
+    share = _event_share(canary_share[None, :], fitted[:, None])  # [after window t, of window j]
+    variance = share * (1.0 - share)
+    excess = (canary_events[None, :] - total_events[None, :] * share) ** 2 - total_events[None, :] * variance
+    information = (total_events * (total_events - 1.0))[None, :] * variance**2
+    seen = np.tri(count, dtype=bool)
+    seen_information = np.where(seen, information, 0.0).sum(axis=1)
+    prior_weight = BURST_PRIOR_WINDOWS * seen_information / np.arange(1, count + 1)
+    s2 = np.divide(
+        np.where(seen, excess, 0.0).sum(axis=1) + prior_weight * BURST_PRIOR_S2,
+        seen_information + prior_weight,
+        out=np.full(count, BURST_PRIOR_S2),
+        where=seen_information > 0,
+    )
+    s2_before = np.concatenate(([BURST_PRIOR_S2], np.maximum(s2[:-1], 0.0)))
+    share_now = _event_share(canary_share, np.concatenate(([1.0], fitted[:-1])))
+    result: FloatArray = 1.0 + np.maximum(total_events - 1.0, 0.0) * share_now * (1.0 - share_now) * s2_before
     return result
 
 
-def log_fail_e_process(windows: Sequence[CountWindow], tolerance: float) -> FloatArray:
-    """log E_t of the fail test after each window (H0: canary/baseline event-rate ratio <= tolerance)."""
-    arrays = _arrays(windows)
-    return log_one_sided_e_process(arrays.canary_events, arrays.events, arrays.canary_share, tolerance)
+def log_fail_mixture(
+    canary_events: FloatArray,
+    total_events: FloatArray,
+    canary_share: FloatArray,
+    tolerance: float,
+    spread: float,
+    inflation: FloatArray,
+) -> FloatArray:
+    """log E_t per prefix t: alternative vs null mixture of the tempered likelihood (see the module docstring)."""
+    if canary_events.size == 0:
+        return np.zeros(0)
+    log_grid, log_null, log_alt = _fail_log_weights(spread)
+    per_window = window_log_likelihoods(canary_events, total_events, canary_share, math.log(tolerance) + log_grid)
+    paths = np.cumsum(per_window / inflation[:, None], axis=0)
+    result: FloatArray = logsumexp(paths + log_alt, axis=1) - logsumexp(paths + log_null, axis=1)
+    return result
+
+
+@functools.lru_cache(maxsize=64)
+def _fail_log_weights(spread: float) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Grid points of log(r / tolerance) with weight, and the null's (spread) and the alternative's log weights."""
+    log_u_weights = -(_ALT_U**2) / (2 * ALT_SCALE**2)
+    log_u_weights -= logsumexp(log_u_weights)
+    tau = math.log(spread) / 2
+    if tau <= 0.0:
+        log_null = np.where(_FAIL_LOG_R == 0.0, 0.0, -np.inf)
+        log_alt = np.where(_FAIL_LOG_R > 0.0, -(_FAIL_LOG_R**2) / (2 * ALT_SCALE**2), -np.inf)
+    else:
+        log_null = -(_FAIL_LOG_R**2) / (2 * tau**2)
+        shifted = _FAIL_LOG_R[:, None] - _ALT_U[None, :]
+        log_alt = logsumexp(log_u_weights[None, :] - shifted**2 / (2 * tau**2), axis=1)
+    log_null, log_alt = log_null - logsumexp(log_null), log_alt - logsumexp(log_alt)
+    kept = (log_null > _NEGLIGIBLE_LOG_WEIGHT) | (log_alt > _NEGLIGIBLE_LOG_WEIGHT)
+    return _FAIL_LOG_R[kept], log_null[kept], log_alt[kept]
+
+
+def _event_share(canary_share: FloatArray, ratio: FloatArray) -> FloatArray:
+    """Chance that one event is the canary's, given its share of requests and the ratio."""
+    result: FloatArray = canary_share * ratio / (1.0 + canary_share * (ratio - 1.0))
+    return result
+
+
+def log_fail_e_process(windows: Sequence[CountWindow], tolerance: float, spread: float = 1.2) -> FloatArray:
+    """log E_t of the fail test after each window (H0: the version's canary/baseline ratio <= tolerance)."""
+    return log_directed_e_process(windows, tolerance, "increase", spread)
 
 
 def log_directed_e_process(
-    windows: Sequence[CountWindow], tolerance: float, direction: Literal["increase", "decrease", "either"]
+    windows: Sequence[CountWindow],
+    tolerance: float,
+    direction: Literal["increase", "decrease", "either"],
+    spread: float = 1.2,
 ) -> FloatArray:
     """log E_t of the fail test in ``direction`` (see the module docstring) after each window."""
     arrays = _arrays(windows)
     events, share = arrays.events, arrays.canary_share
-    up = log_one_sided_e_process(arrays.canary_events, events, share, tolerance)
+    inflation = burst_inflation(arrays.canary_events, events, share)
+    up = log_fail_mixture(arrays.canary_events, events, share, tolerance, spread, inflation)
     if direction == "increase":
         return up
-    down = log_one_sided_e_process(arrays.baseline_events, events, 1.0 - share, tolerance)
+    down = log_fail_mixture(arrays.baseline_events, events, 1.0 - share, tolerance, spread, inflation)
     if direction == "decrease":
         return down
     both: FloatArray = np.logaddexp(up, down) - math.log(2.0)
@@ -172,8 +274,9 @@ def confidence_sequence(windows: Sequence[CountWindow], level_threshold: float) 
     if arrays.seconds.size == 0:
         return 0.0, None
     share, events = arrays.canary_share, arrays.events
-    loglik_cand = _final_loglik(arrays.canary_events, events, share, _CANDIDATE_LOG_R)
-    loglik_mix = _final_loglik(arrays.canary_events, events, share, _CS_LOG_S)
+    inflation = burst_inflation(arrays.canary_events, events, share)
+    loglik_cand = _final_loglik(arrays.canary_events, events, share, _CANDIDATE_LOG_R, inflation)
+    loglik_mix = _final_loglik(arrays.canary_events, events, share, _CS_LOG_S, inflation)
     log_mixture = float(logsumexp(loglik_mix + _CS_LOG_W))
     inside = np.nonzero(log_mixture - loglik_cand < math.log(level_threshold))[0]
     if inside.size == 0:  # the maximum likelihood ratio lies off the grid
@@ -205,7 +308,7 @@ def judge(
     ratio = canary_rate / baseline_rate if canary_rate is not None and baseline_rate else None
     analysed = float(arrays.seconds.sum())
 
-    log_e = log_directed_e_process(valid, settings.tolerance, settings.direction)
+    log_e = log_directed_e_process(valid, settings.tolerance, settings.direction, settings.spread)
     log_e_max = float(np.max(log_e))
     e_value = math.exp(min(log_e_max, math.log(_MAX_REPORTED_E)))
     log_srm = log_srm_e_process(valid, settings.expected_canary_share, settings.srm_tolerance)
@@ -294,10 +397,14 @@ def _arrays(windows: Sequence[CountWindow]) -> _Arrays:
 
 
 def _final_loglik(
-    canary_events: FloatArray, total_events: FloatArray, canary_share: FloatArray, log_ratios: FloatArray
+    canary_events: FloatArray,
+    total_events: FloatArray,
+    canary_share: FloatArray,
+    log_ratios: FloatArray,
+    inflation: FloatArray,
 ) -> FloatArray:
-    per_window = total_events[:, None] * np.log1p(canary_share[:, None] * (np.exp(log_ratios)[None, :] - 1.0))
-    result: FloatArray = float(canary_events.sum()) * log_ratios - per_window.sum(axis=0)
+    per_window = window_log_likelihoods(canary_events, total_events, canary_share, log_ratios)
+    result: FloatArray = (per_window / inflation[:, None]).sum(axis=0)
     return result
 
 

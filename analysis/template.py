@@ -105,7 +105,8 @@ class MetricSpec(_Model):
     name: str = Field(pattern=METRIC_NAME_PATTERN, max_length=63)
     errors: ErrorsMetric | None = None
     latency: LatencyMetric | None = None
-    tolerance: float = Field(default=1.2, ge=1.0, le=100.0)
+    tolerance: float = Field(default=1.0, ge=1.0, le=100.0)
+    spread: float = Field(default=1.2, ge=1.0, le=10.0)
     max_ratio: float = Field(default=1.5, gt=1.0, le=100.0)
     min_events: int = Field(default=20, ge=0)
     failure_limit: int = Field(default=0, ge=0)

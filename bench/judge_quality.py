@@ -29,7 +29,7 @@ from judges import (
     KAYENTA_CONFIDENCE,
     KAYENTA_MIN_WINDOWS,
     NEVER,
-    SISKIN_TOLERANCE_1,
+    SISKIN_VARIANTS,
     SPRT_AA_RATIO,
     KayentaClassifier,
     KayentaPath,
@@ -100,7 +100,8 @@ def run_task(task: Task) -> dict[str, Any]:
         stream = simulate(task.traffic, scenario, rng_for(task, run))
         path = KayentaPath(stream)
         out["siskin"].append(siskin(stream))
-        out["siskin_tolerance_1"].append(siskin(stream, SISKIN_TOLERANCE_1))
+        for variant, settings in SISKIN_VARIANTS.items():
+            out[variant].append(siskin(stream, settings))
         out["oracle_sprt"].append(oracle_sprt(stream, ratios))
         out["threshold"].append(threshold(stream))
         out["kayenta_deployed"].append(kayenta_deployed(_KAYENTA, stream, path))

@@ -24,8 +24,11 @@ NEVER = -1
 ALPHA = 0.01
 SISKIN_SETTINGS = JudgeSettings(alpha=ALPHA, metric_count=len(METRICS))
 """The product's defaults for a two-metric template (alpha 0.01 split over errors and slow requests)."""
-SISKIN_TOLERANCE_1 = JudgeSettings(alpha=ALPHA, metric_count=len(METRICS), tolerance=1.0)
-"""Sensitivity check: the same judge testing H0 ratio <= 1 instead of the default 1.2."""
+SISKIN_VARIANTS = {
+    "siskin_hard_1_2": JudgeSettings(alpha=ALPHA, metric_count=len(METRICS), tolerance=1.2, spread=1.0),
+    "siskin_no_spread": JudgeSettings(alpha=ALPHA, metric_count=len(METRICS), tolerance=1.0, spread=1.0),
+}
+"""Sensitivity checks, not product defaults: tolerance as a hard boundary at 1.2, and at 1 with no spread."""
 SPRT_BETA = 0.2
 SPRT_AA_RATIO = 2.0
 KAYENTA_CONFIDENCE = 0.98
@@ -75,7 +78,7 @@ def siskin(stream: Stream, settings: JudgeSettings = SISKIN_SETTINGS) -> int:
     fails = []
     for metric in METRICS:
         windows, index = count_windows(stream, metric)
-        log_e = log_fail_e_process(windows, settings.tolerance)
+        log_e = log_fail_e_process(windows, settings.tolerance, settings.spread)
         hit = first(log_e >= math.log(settings.threshold))
         fails.append(index[hit] if hit != NEVER else NEVER)
     return earliest(*fails)

@@ -12,9 +12,9 @@ from sim import WINDOW_S
 
 JUDGES = (
     "siskin", "oracle_sprt", "kayenta_deployed", "kayenta_calibrated", "kayenta_fixed", "threshold",
-    "siskin_tolerance_1",
+    "siskin_hard_1_2", "siskin_no_spread",
 )
-"""The last one is a sensitivity check, not a product default: Siskin's judge with tolerance 1.0."""
+"""The last two are sensitivity checks, not product defaults (see ``judges.SISKIN_VARIANTS``)."""
 
 
 def wilson(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
