@@ -57,8 +57,11 @@ class BacktestError(Exception):
 # ----------------------------------------------------------------------------- pure parts
 
 
-def parse_time(text: str, now: float) -> float:
-    """Unix seconds from RFC 3339 (``2026-01-02T03:04:05Z``), unix seconds, ``now``, ``-6h`` or ``now-90m``."""
+def parse_time(text: str, now: float, flag: str = "time") -> float:
+    """Unix seconds from RFC 3339 (``2026-01-02T03:04:05Z``), unix seconds, ``now``, ``-6h`` or ``now-90m``.
+
+    ``flag`` names the option the text came from in error messages.
+    """
     value = text.strip()
     relative = re.fullmatch(r"(?:now)?\s*-\s*(\d+(?:\.\d+)?)(ms|s|m|h|d|w)", value)
     if value == "now":
@@ -72,11 +75,11 @@ def parse_time(text: str, now: float) -> float:
         parsed = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError:
         raise BacktestError(
-            f"cannot read time {text!r}: use RFC 3339 (2026-01-02T03:04:05Z), unix seconds, "
+            f"{flag}: cannot read {text!r}: use RFC 3339 (2026-01-02T03:04:05Z), unix seconds, "
             "'now', or a relative time such as -6h or now-30m"
         ) from None
     if parsed.tzinfo is None:
-        raise BacktestError(f"time {text!r} has no time zone: add Z for UTC or an offset such as +02:00")
+        raise BacktestError(f"{flag}: {text!r} has no time zone: add Z for UTC or an offset such as +02:00")
     return parsed.timestamp()
 
 
@@ -709,7 +712,7 @@ def backtest_command(
     if not address:
         raise BacktestError("no Prometheus: pass --prometheus URL (the template names no provider address)")
     clock = datetime.now(UTC).timestamp() if now is None else now
-    first, last = parse_time(start, clock), parse_time(end, clock)
+    first, last = parse_time(start, clock, "--from"), parse_time(end, clock, "--to")
     if last > clock + 1:
         raise BacktestError(f"--to {end} ({_iso(last)}) is in the future; history ends now")
     try:

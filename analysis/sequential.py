@@ -74,7 +74,7 @@ ALT_SCALE = 0.7
 """Scale of the half-normal mixture over log(r_v / tolerance) under the alternative (a doubling is ~1 sd)."""
 BURST_PRIOR_S2 = 0.25
 """Prior within-window variance of the tracks' log-ratio before the data show it (0.5 sd: bursts of +-50%)."""
-BURST_PRIOR_WINDOWS = 10.0
+BURST_PRIOR_WINDOWS = 3.0
 """The burst prior weighs as much as this many windows like the ones seen so far."""
 
 _FAIL_LOG_R = np.arange(-150, 351) / 100.0

@@ -199,7 +199,7 @@ def test_parse_time_forms() -> None:
     assert parse_time("2024-01-02T05:04:05+02:00", now) == 1_704_164_645.0
     with pytest.raises(BacktestError, match="no time zone"):
         parse_time("2024-01-02T03:04:05", now)
-    with pytest.raises(BacktestError, match="cannot read time 'yesterday'"):
+    with pytest.raises(BacktestError, match="time: cannot read 'yesterday'"):
         parse_time("yesterday", now)
 
 
@@ -240,7 +240,7 @@ class PodsPrometheus:
 
 def test_a_a_replay_of_equal_pods_rolls_nothing_back() -> None:
     fake = PodsPrometheus({f"web-{i}": 0.02 for i in range(4)})
-    report = backtest(TEMPLATE, fake, CTX, 1000.0, 1000.0 + 6 * 120, 120.0, template_name="red")
+    report = backtest(TEMPLATE, fake, CTX, 1000.0, 1000.0 + 6 * 240, 240.0, template_name="red")
     assert len(report.runs) == 6 and report.count("Failed") == 0
     assert report.judged == 6 and report.count("Successful") >= 4
     summary = report.summary()
@@ -311,6 +311,12 @@ def test_template_loading_and_command_input_errors() -> None:
     with pytest.raises(BacktestError, match="--arg 'oops' is not K=V"):
         backtest_command("-", prometheus="http://x", start="-1h", end="now", namespace="shop", name="web",
                          args=["oops"], run_length=None, stdin=io.StringIO(yaml_text))
+    with pytest.raises(BacktestError, match=r"^--from: cannot read 'garbage': use RFC 3339"):
+        backtest_command("-", prometheus="http://x", start="garbage", end="now", namespace="shop", name="web",
+                         args=[], run_length=None, stdin=io.StringIO(yaml_text))
+    with pytest.raises(BacktestError, match=r"^--to: '2024-01-02T03:04:05' has no time zone"):
+        backtest_command("-", prometheus="http://x", start="-1h", end="2024-01-02T03:04:05", namespace="shop",
+                         name="web", args=[], run_length=None, stdin=io.StringIO(yaml_text))
     with pytest.raises(BacktestError, match="is in the future"):
         backtest_command("-", prometheus="http://x", start="-1h", end="100", namespace="shop", name="web",
                          args=[], run_length=None, stdin=io.StringIO(yaml_text), now=0.0)
