@@ -108,6 +108,7 @@ def judge_settings(template: AnalysisTemplateSpec, metric: MetricSpec) -> JudgeS
         tolerance=metric.tolerance,
         spread=metric.spread,
         max_ratio=metric.max_ratio,
+        pass_below_rate=metric.pass_below_rate,
         min_events=metric.min_events,
         min_duration_seconds=template.min_duration_seconds,
         event_noun=_event_noun(metric),

@@ -60,7 +60,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import logsumexp
+from scipy.special import betaln, logsumexp, xlog1py, xlogy
 
 from .verdict import MetricVerdict
 from .windows import MAX_COUNT, CountWindow
@@ -85,6 +85,8 @@ _CS_LOG_S = np.linspace(-3.0, 3.0, 61)
 _CS_LOG_W = -(_CS_LOG_S**2) / 2 - logsumexp(-(_CS_LOG_S**2) / 2)
 _CANDIDATE_LOG_R = np.linspace(-5.0, 5.0, 1001)
 _MAX_REPORTED_E = 1e300
+_RATE_GRID = np.minimum(np.logspace(-9.0, 0.0, 1801), 1.0 - 1e-12)
+_JEFFREYS = 0.5
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,8 @@ class JudgeSettings:
     spread: float = 1.2
     """Ratio two healthy tracks stay within (~95%): the null's spread around ``tolerance``; 1 = hard boundary."""
     max_ratio: float = 1.5
+    pass_below_rate: float | None = None
+    """Also pass once the canary's own event rate is shown below this (direction increase only)."""
     min_events: int = 20
     min_duration_seconds: float = 0.0
     expected_canary_share: float = 0.5
@@ -288,6 +292,22 @@ def confidence_sequence(windows: Sequence[CountWindow], level_threshold: float) 
     return low, high
 
 
+def rate_upper_bound(events: int, requests: int, level_threshold: float) -> float:
+    """Upper end of an anytime-valid confidence sequence for a per-request event rate, error <= 1 / level_threshold.
+
+    Robbins' mixture: the rates ``p`` whose Beta(1/2, 1/2) mixture likelihood
+    ratio against ``p`` stays below ``level_threshold``, treating requests as
+    independent. 1.0 without requests.
+    """
+    if requests <= 0:
+        return 1.0
+    failures = requests - events
+    log_mixture = float(betaln(events + _JEFFREYS, failures + _JEFFREYS) - betaln(_JEFFREYS, _JEFFREYS))
+    log_likelihood = xlogy(events, _RATE_GRID) + xlog1py(failures, -_RATE_GRID)
+    inside = np.nonzero(log_mixture - log_likelihood < math.log(level_threshold))[0]
+    return float(_RATE_GRID[inside[-1]]) if inside.size else events / requests
+
+
 def judge(
     name: str, windows: Sequence[CountWindow], settings: JudgeSettings, *, window_note: str = ""
 ) -> MetricVerdict:
@@ -353,6 +373,15 @@ def judge(
         missing.append(f"lower bound {_num(low)} < 1/maxRatio {_num(1.0 / settings.max_ratio)}")
     if xc + xb < settings.min_events:
         missing.append(f"{xc + xb} of {settings.min_events} events")
+    rare = ""
+    if settings.pass_below_rate is not None and missing:
+        rate_high = rate_upper_bound(xc, nc, threshold)
+        if rate_high <= settings.pass_below_rate:
+            missing, rare = [], f"canary {_pct(canary_rate)} {settings.event_noun}, at most {_pct(rate_high)}"
+            rare += f" <= passBelowRate {_pct(settings.pass_below_rate)}"
+        else:
+            missing[-1] += f" (or a canary rate shown <= passBelowRate {_pct(settings.pass_below_rate)}: "
+            missing[-1] += f"at most {_pct(rate_high)} so far)"
     if analysed < settings.min_duration_seconds:
         missing.append(f"{analysed:g}s of {settings.min_duration_seconds:g}s analysed")
     if len(valid) < MIN_WINDOWS_FOR_PASS:
@@ -363,7 +392,7 @@ def judge(
             "decrease": f"lower bound >= 1/maxRatio {_num(1.0 / settings.max_ratio)}",
             "either": f"bounds within [1/maxRatio, maxRatio] for maxRatio {_num(settings.max_ratio)}",
         }[settings.direction]
-        reason = f"{comparison}, {bounds}"
+        reason = rare or f"{comparison}, {bounds}"
         return MetricVerdict(verdict="Pass", reason=reason, **figures)
     reason = f"{comparison}, e-value {_num(e_value)} < {_num(threshold)}; not yet: " + ", ".join(missing)
     if note:

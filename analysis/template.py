@@ -108,6 +108,8 @@ class MetricSpec(_Model):
     tolerance: float = Field(default=1.0, ge=1.0, le=100.0)
     spread: float = Field(default=1.2, ge=1.0, le=10.0)
     max_ratio: float = Field(default=1.5, gt=1.0, le=100.0)
+    pass_below_rate: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """Sequential judge: also pass once the canary's own event rate is shown below this (rare events)."""
     min_events: int = Field(default=20, ge=0)
     failure_limit: int = Field(default=0, ge=0)
     inconclusive_limit: int = Field(default=0, ge=0)
@@ -129,6 +131,11 @@ class MetricSpec(_Model):
         if len(kinds) != 1:
             raise ValueError(
                 f"metric {self.name!r} needs exactly one of 'errors' or 'latency' (found {kinds or 'none'})"
+            )
+        if self.pass_below_rate is not None and self.direction != "increase":
+            raise ValueError(
+                f"metric {self.name!r}: passBelowRate applies only to direction: increase "
+                f"(a low canary rate says nothing about a {self.direction})"
             )
         return self
 
@@ -191,6 +198,11 @@ class AnalysisTemplateSpec(_Model):
         return self
 
     def _check_judge_fields(self) -> None:
+        for index, metric in enumerate(self.metrics):
+            if self.judge == "mannWhitney" and metric.pass_below_rate is not None:
+                raise ValueError(
+                    f"spec.metrics[{index}].passBelowRate (metric {metric.name!r}) applies only to judge: sequential"
+                )
         if self.judge != "mannWhitney":
             if self.confidence is not None:
                 raise ValueError("spec.confidence applies only to judge: mannWhitney")

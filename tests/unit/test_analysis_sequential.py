@@ -15,6 +15,7 @@ from siskin.analysis.sequential import (
     judge,
     log_fail_e_process,
     log_srm_e_process,
+    rate_upper_bound,
 )
 from siskin.analysis.windows import CountWindow, build_windows
 
@@ -327,3 +328,34 @@ def test_a_real_regression_still_fails_through_spread_and_bursts() -> None:
     ]
     assert all(n is not None for n in needed)
     assert float(np.median(np.array(needed, dtype=float))) <= 12
+
+
+def test_a_service_with_no_errors_passes_on_its_own_rate_with_pass_below_rate() -> None:
+    """Zero errors on both arms can never bound the ratio; passBelowRate lets the canary's rate decide."""
+    clean = [CountWindow(i * WINDOW, (i + 1) * WINDOW, 500, 500, 0, 0) for i in range(30)]
+    assert judge("errors", clean, TWO_METRICS).verdict == "Inconclusive"
+    rare = JudgeSettings(alpha=0.01, metric_count=2, min_duration_seconds=60, pass_below_rate=0.001)
+    early = judge("errors", clean[:2], rare)
+    assert early.verdict == "Inconclusive" and "or a canary rate shown <= passBelowRate 0.1%" in early.reason
+    verdict = judge("errors", clean, rare)
+    assert verdict.verdict == "Pass"
+    assert verdict.reason.startswith("canary 0% errors, at most ") and "<= passBelowRate 0.1%" in verdict.reason
+
+
+def test_pass_below_rate_never_passes_a_canary_above_it() -> None:
+    only_rate = JudgeSettings(alpha=0.01, metric_count=2, pass_below_rate=0.001, min_events=10**6)
+    for seed in range(20):
+        windows = simulate(120, 50, 0.002, 0.002, seed)  # 0.2%, twice the allowed rate
+        assert all(judge("errors", windows[:t], only_rate).verdict != "Pass" for t in range(5, 121, 5))
+
+
+def test_rate_upper_bound_covers_the_true_rate_at_every_look() -> None:
+    rng = np.random.default_rng(11)
+    rate, misses = 0.001, 0
+    for _ in range(300):
+        events = rng.binomial(500, rate, size=100).cumsum()
+        requests = 500 * np.arange(1, 101)
+        misses += any(rate_upper_bound(int(e), int(n), 200) < rate for e, n in zip(events, requests, strict=True))
+    assert misses <= 300 * (1 / 200) + 3
+    assert rate_upper_bound(0, 0, 200) == 1.0
+    assert rate_upper_bound(0, 10_000, 200) < rate_upper_bound(0, 1_000, 200) < 0.02

@@ -113,6 +113,14 @@ def test_judge_specific_fields_are_named_when_misplaced() -> None:
     base = {"metrics": [{"name": "errors", "errors": {"requests": "a", "events": "b"}}]}
     with pytest.raises(ValidationError, match=r"spec.metrics\[0\].nanStrategy \(metric 'errors'\) applies only to"):
         AnalysisTemplateSpec.model_validate({"metrics": [{**base["metrics"][0], "nanStrategy": "replace"}]})
+    with pytest.raises(ValidationError, match=r"passBelowRate \(metric 'errors'\) applies only to judge: seq"):
+        AnalysisTemplateSpec.model_validate(
+            {**base, "judge": "mannWhitney", "metrics": [{**base["metrics"][0], "passBelowRate": 0.001}]}
+        )
+    with pytest.raises(ValidationError, match=r"metric 'errors': passBelowRate applies only to direction: increase"):
+        AnalysisTemplateSpec.model_validate(
+            {"metrics": [{**base["metrics"][0], "passBelowRate": 0.001, "direction": "either"}]}
+        )
     with pytest.raises(ValidationError, match=r"spec\.confidence applies only to judge: mannWhitney"):
         AnalysisTemplateSpec.model_validate({**base, "confidence": 0.9})
     with pytest.raises(ValidationError, match=r"spec\.groups\.latency: no metric has group"):

@@ -218,6 +218,10 @@ BAD_TEMPLATES: dict[str, Mutation] = {
     "minDuration without a unit": set_in("spec.minDuration", "30"),
     "unknown judge": set_in("spec.judge", "kayenta"),
     "tolerance under 1": set_in(f"{METRIC}.tolerance", 0.5),
+    "spread under 1": set_in(f"{METRIC}.spread", 0.9),
+    "spread over 10": set_in(f"{METRIC}.spread", 11),
+    "passBelowRate 0": set_in(f"{METRIC}.passBelowRate", 0),
+    "passBelowRate 1": set_in(f"{METRIC}.passBelowRate", 1),
     "maxRatio 1": set_in(f"{METRIC}.maxRatio", 1),
     "negative minEvents": set_in(f"{METRIC}.minEvents", -1),
     "negative failureLimit": set_in(f"{METRIC}.failureLimit", -1),
@@ -319,6 +323,8 @@ GOOD_VARIANTS: dict[str, tuple[str, Mutation]] = {
     "no steps": ("Rollout", set_in("spec.strategy.canary.steps", [])),
     "declared arg": ("AnalysisTemplate", lambda m: _declare_arg(m)),
     "explicit address": ("AnalysisTemplate", set_in("spec.provider.prometheus.address", "http://127.0.0.1:9090")),
+    "spread, tolerance and passBelowRate": ("AnalysisTemplate", lambda m: m["spec"]["metrics"][0].update(
+        spread=1.0, tolerance=1.1, passBelowRate=0.001)),
     "direction, critical, weight and group": ("AnalysisTemplate", lambda m: m["spec"]["metrics"][0].update(
         direction="either", critical=True, weight=2.5, group="errors")),
     "mannWhitney judge with Kayenta's settings": ("AnalysisTemplate", lambda m: (
