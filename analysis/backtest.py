@@ -37,7 +37,14 @@ from pydantic import ValidationError
 from .provider import MetricsProvider, ProviderError, ProviderUnreachable, QueryError, TrackSeries
 from .queries import QueryContext, TemplateError, metric_queries
 from .run import AnalysisRunState, advance, look
-from .template import PLACEHOLDER_RE, AnalysisTemplate, AnalysisTemplateSpec, MetricSpec, parse_duration
+from .template import (
+    PLACEHOLDER_RE,
+    AnalysisTemplate,
+    AnalysisTemplateSpec,
+    MetricSpec,
+    parse_duration,
+    validation_problem,
+)
 
 Z95 = 1.959963984540054
 """Two-sided 95% normal quantile, for the Wilson interval."""
@@ -614,10 +621,7 @@ def load_template(text: str, source: str) -> tuple[str, AnalysisTemplateSpec]:
     try:
         parsed = AnalysisTemplate.model_validate(templates[0])
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise BacktestError(f"{source}: {where.lstrip('.')}: {message}") from None
+        raise BacktestError(f"{source}: {validation_problem(exc, root='')}") from None
     return str(parsed.metadata.get("name") or source), parsed.spec
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "siskin.dev"
@@ -253,6 +253,24 @@ class AnalysisTemplate(_Model):
     kind: Literal["AnalysisTemplate"] = "AnalysisTemplate"
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: AnalysisTemplateSpec
+
+
+def validation_problem(exc: ValidationError, root: str = "spec") -> str:
+    """``path: message`` for the first problem pydantic found; ``root`` names what was validated.
+
+    Messages from validators that already name their field (``spec.groups: ...``) are not prefixed twice.
+    """
+    first = exc.errors(include_url=False)[0]
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
+    where = (root + path).lstrip(".") or "the template"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "missing":
+        message = "is required"
+    elif first["type"] == "extra_forbidden":
+        message = "is not a known field (check the spelling)"
+    if message.startswith(where + ".") or message.startswith(where + ":"):
+        return message
+    return f"{where}: {message}"
 
 
 def _unique(names: list[str], what: str) -> None:

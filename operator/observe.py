@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from siskin.analysis.provider import MetricsProvider, ProviderError
 from siskin.analysis.queries import QueryContext, TemplateError, metric_queries
 from siskin.analysis.run import AnalysisRunState, advance, look
-from siskin.analysis.template import AnalysisTemplateSpec
+from siskin.analysis.template import AnalysisTemplateSpec, validation_problem
 from siskin.operator.decide import AnalysisUpdate, Observations, UserRequests, Workload, analysis_key
 from siskin.operator.kube import ANALYSIS_TEMPLATES, DEPLOYMENTS, KubeAPI
 from siskin.operator.model import TRACKS, AnalysisProgress, RolloutSpec, RolloutStatus, SpecError
@@ -151,10 +151,7 @@ def resolve_templates(
         try:
             templates[name] = AnalysisTemplateSpec.model_validate(body.get("spec") or {})
         except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
-            message = str(first["msg"]).removeprefix("Value error, ")
-            problems.append(f"AnalysisTemplate {namespace}/{name}: spec{where}: {message}")
+            problems.append(f"AnalysisTemplate {namespace}/{name}: {validation_problem(exc)}")
     return templates, problems
 
 
