@@ -199,7 +199,8 @@ def classify(
     # Centred statistic at shift d with k differences <= d is pairs/2 - k; the root is the k-th smallest
     # difference for the smallest k with (pairs/2 - k) - sign * 0.5 <= zq * sigma.
     half = pairs / 2.0
-    k_low = min(max(math.ceil(half - (z * sigma_ci + 0.5)), 1), pairs)
+    k_low_wanted = math.ceil(half - (z * sigma_ci + 0.5))
+    k_low = min(max(k_low_wanted, 1), pairs)
     k_high = min(max(math.ceil(half + z * sigma_ci + 0.5), 1), pairs)
     mid = pairs // 2  # 0-based; with an even count the median also needs index mid - 1
     if values_c.size * values_b.size * 4 <= pairs:
@@ -248,6 +249,9 @@ def classify(
     low = direction in ("decrease", "either") and ci_high < -bound and effect <= down
     level = f"{confidence:.0%}"
     interval = f"{level} CI of the shift [{_g(ci_low)}, {_g(ci_high)}]"
+    if k_low_wanted < 1:  # too few samples for the level: the interval is the whole range of differences
+        interval = f"CI of the shift [{_g(ci_low)}, {_g(ci_high)}] (all differences: n={nc}/{nb} is too few"
+        interval += f" for {level})"
     figures = (
         f"canary mean {_g(canary_mean)} vs baseline {_g(baseline_mean)}, {effect_text}; "
         f"HL shift {_g(hl)}, {interval}"

@@ -299,3 +299,9 @@ def test_kayenta_pass_without_events_is_not_a_siskin_pass_but_scores_as_kayenta_
     quiet = judge_windows("e", windows([(100, 100, 0, 0)] * 8), MannWhitneySettings())
     assert quiet.verdict == "Inconclusive" and quiet.classification == "Pass" and "0 of 20 errors" in quiet.reason
     assert score({"e": quiet}, [ScoredMetric("e")]).score == 100.0
+
+
+def test_an_interval_too_short_for_its_level_says_so() -> None:
+    result = classify(np.array([0.05, 0.06, 0.07]), np.array([0.01, 0.02, 0.03]), confidence=0.98)
+    assert "98% CI" not in result.reason
+    assert "all differences: n=3/3 is too few for 98%" in result.reason
