@@ -76,10 +76,11 @@ def run_demo(json_output: bool = False, rps: float = 300.0, judge: str = "sequen
               "or run `make demo`, which does.", file=sys.stderr)
         return 1
     started = time.monotonic()
+    state_dir = Path(tempfile.mkdtemp(prefix="siskin-demo-"))
     try:
-        outcomes = asyncio.run(_demo(kubectl, rps, judge))
+        outcomes = asyncio.run(_demo(kubectl, rps, judge, state_dir))
     except DemoError as exc:
-        print(f"siskin demo: {exc}", file=sys.stderr)
+        print(f"siskin demo: {exc} (operator log: {state_dir / 'operator.log'})", file=sys.stderr)
         return 1
     print()
     print(table(["VERSION", "EXPECTED", "OUTCOME", "SECONDS", "REASON"],
@@ -89,6 +90,10 @@ def run_demo(json_output: bool = False, rps: float = 300.0, judge: str = "sequen
             print(f"  {outcome.version}: check failed: {check}")
     ok = all(o.ok for o in outcomes)
     print(f"\ndemo {'passed' if ok else 'FAILED'} in {time.monotonic() - started:.0f}s")
+    if ok:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    else:
+        print(f"the sandbox's state and the operator log are kept in {state_dir}")
     if json_output:
         print(json.dumps({"rollouts": [o.as_json() for o in outcomes]}))
     return 0 if ok else 1
@@ -98,10 +103,9 @@ class DemoError(Exception):
     """The demo could not run (as opposed to a rollout with an unexpected outcome)."""
 
 
-async def _demo(kubectl: str, rps: float, judge: str) -> list[Outcome]:
+async def _demo(kubectl: str, rps: float, judge: str, state_dir: Path) -> list[Outcome]:
     from siskin.sandbox.cluster import Sandbox
 
-    state_dir = Path(tempfile.mkdtemp(prefix="siskin-demo-"))
     print(f"starting the sandbox (state in {state_dir}) ...", flush=True)
     async with Sandbox(state_dir=state_dir) as sandbox:
         os.environ["KUBECONFIG"] = str(sandbox.kubeconfig_path)
