@@ -293,18 +293,15 @@ def test_template_loading_and_command_input_errors() -> None:
                                .replace("metrics: []", "interval: 10s\n  metrics: [{name: e, errors: "
                                         "{requests: r, events: e}}]"), "t.yaml")
     assert name == "red" and spec.interval == "10s"
-    with pytest.raises(BacktestError, match=r"^t.yaml: spec.groups.latency: no metric has group 'latency'"):
-        load_template("kind: AnalysisTemplate\nspec: {groups: {latency: 10}, metrics: [{name: e, errors: "
-                      "{requests: r, events: e}}]}", "t.yaml")
-    with pytest.raises(BacktestError, match=r"^t.yaml: spec.metrics\[0\].tolerance: "):
-        load_template("kind: AnalysisTemplate\nspec: {metrics: [{name: e, tolerance: 0.5, errors: "
-                      "{requests: r, events: e}}]}", "t.yaml")
-    with pytest.raises(BacktestError, match=r"^t.yaml: spec.metrics\[0\].tolernce: is not a known field"):
-        load_template("kind: AnalysisTemplate\nspec: {metrics: [{name: e, tolernce: 2, errors: "
-                      "{requests: r, events: e}}]}", "t.yaml")
-    with pytest.raises(BacktestError, match=r"t.yaml: spec.alpha: "):
-        load_template("kind: AnalysisTemplate\nspec: {alpha: 2, metrics: [{name: e, errors: "
-                      "{requests: r, events: e}}]}", "t.yaml")
+    for spec_fields, metric_fields, message in [
+        ("groups: {latency: 10}, ", "", r"^t.yaml: spec.groups.latency: no metric has group 'latency'"),
+        ("", "tolerance: 0.5, ", r"^t.yaml: spec.metrics\[0\].tolerance: "),
+        ("", "tolernce: 2, ", r"^t.yaml: spec.metrics\[0\].tolernce: is not a known field"),
+        ("alpha: 2, ", "", r"^t.yaml: spec.alpha: "),
+    ]:
+        with pytest.raises(BacktestError, match=message):
+            load_template(f"kind: AnalysisTemplate\nspec: {{{spec_fields}metrics: [{{name: e, {metric_fields}"
+                          "errors: {requests: r, events: e}}]}", "t.yaml")
     with pytest.raises(BacktestError, match="holds 0 AnalysisTemplates"):
         load_template("kind: Rollout\n", "t.yaml")
     with pytest.raises(BacktestError, match=r"cannot read template /nonexistent\.yaml"):
