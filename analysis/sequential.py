@@ -38,8 +38,9 @@ weights are handled exactly because every window keeps its own ``rho_i``:
   average of supermartingales is one). PASS then needs the confidence
   sequence's lower end >= 1 / max_ratio (decrease) or both ends inside.
 - Confidence sequence: the ratios ``r`` whose two-sided mixture (log s ~ N(0, 1))
-  of the same tempered likelihood stays below ``M / alpha``. PASS needs its upper end <= ``max_ratio``, enough
-  analysed time and events, and at least ``MIN_WINDOWS_FOR_PASS`` windows.
+  of the same tempered likelihood stays below ``M / alpha``. PASS needs its upper
+  end <= ``max_ratio``, enough analysed time and events, and at least
+  ``MIN_WINDOWS_FOR_PASS`` windows.
 - Sample-ratio mismatch: the same machinery on request counts (canary vs
   baseline should be split ``expected_canary_share``), two one-sided tests
   against ``1 +/- srm_tolerance`` averaged into one e-value. A mismatch makes the
@@ -84,6 +85,7 @@ _NEGLIGIBLE_LOG_WEIGHT = -40.0
 _CS_LOG_S = np.linspace(-3.0, 3.0, 61)
 _CS_LOG_W = -(_CS_LOG_S**2) / 2 - logsumexp(-(_CS_LOG_S**2) / 2)
 _CANDIDATE_LOG_R = np.linspace(-5.0, 5.0, 1001)
+_BURST_LOG_R: FloatArray = np.arange(-100, 101, dtype=np.float64) * 0.05
 _MAX_REPORTED_E = 1e300
 _RATE_GRID = np.minimum(np.logspace(-9.0, 0.0, 1801), 1.0 - 1e-12)
 _JEFFREYS = 0.5
@@ -161,27 +163,34 @@ def log_one_sided_e_process(
 
 
 def burst_inflation(canary_events: FloatArray, total_events: FloatArray, canary_share: FloatArray) -> FloatArray:
-    """``phi_i`` per window: how much bursts inflate the variance of its event split, from the windows before it."""
+    """``phi_i`` per window: how much bursts inflate the variance of its event split, from the windows before it.
+
+    After each window the residuals of all windows so far are taken against
+    that window's maximum-likelihood ratio (on a coarse grid, so the running
+    sums cost O(windows x grid) rather than O(windows^2)).
+    """
     count = canary_events.size
     if count == 0:
         return np.ones(0)
-    paths = log_likelihood_paths(canary_events, total_events, canary_share, _CANDIDATE_LOG_R)
-    fitted = np.exp(_CANDIDATE_LOG_R[np.argmax(paths, axis=1)])  # maximum-likelihood ratio after each window
-    share = _event_share(canary_share[None, :], fitted[:, None])  # [after window t, of window j]
+    paths = log_likelihood_paths(canary_events, total_events, canary_share, _BURST_LOG_R)
+    nearest = np.argmax(paths, axis=1)  # maximum-likelihood ratio (grid index) after each window
+    fitted_log = _BURST_LOG_R[nearest]
+    share = _event_share(canary_share[:, None], np.exp(_BURST_LOG_R)[None, :])  # [window, grid ratio]
     variance = share * (1.0 - share)
-    excess = (canary_events[None, :] - total_events[None, :] * share) ** 2 - total_events[None, :] * variance
-    information = (total_events * (total_events - 1.0))[None, :] * variance**2
-    seen = np.tri(count, dtype=bool)
-    seen_information = np.where(seen, information, 0.0).sum(axis=1)
-    prior_weight = BURST_PRIOR_WINDOWS * seen_information / np.arange(1, count + 1)
+    events = total_events[:, None]
+    excess = np.cumsum((canary_events[:, None] - events * share) ** 2 - events * variance, axis=0)
+    information = np.cumsum(events * (events - 1.0) * variance**2, axis=0)
+    rows = np.arange(count)
+    excess_now, information_now = excess[rows, nearest], information[rows, nearest]
+    prior_weight = BURST_PRIOR_WINDOWS * information_now / (rows + 1.0)
     s2 = np.divide(
-        np.where(seen, excess, 0.0).sum(axis=1) + prior_weight * BURST_PRIOR_S2,
-        seen_information + prior_weight,
+        excess_now + prior_weight * BURST_PRIOR_S2,
+        information_now + prior_weight,
         out=np.full(count, BURST_PRIOR_S2),
-        where=seen_information > 0,
+        where=information_now > 0,
     )
     s2_before = np.concatenate(([BURST_PRIOR_S2], np.maximum(s2[:-1], 0.0)))
-    share_now = _event_share(canary_share, np.concatenate(([1.0], fitted[:-1])))
+    share_now = _event_share(canary_share, np.exp(np.concatenate(([0.0], fitted_log[:-1]))))
     result: FloatArray = 1.0 + np.maximum(total_events - 1.0, 0.0) * share_now * (1.0 - share_now) * s2_before
     return result
 
