@@ -403,7 +403,7 @@ class BacktestReport:
             return f"trusted: upper 95% bound {_pct(upper)} <= alpha {_pct(alpha)} ({counts})"
         head = f"NOT trusted: upper 95% bound {_pct(upper)} > alpha {_pct(alpha)} ({counts}; "
         if judged and failed / judged > alpha:
-            return head + "raise tolerance, lower alpha, check overdispersion between pods)"
+            return head + "raise spread: healthy pods differ by more than it allows; or look for one bad pod)"
         needed = runs_needed(alpha)
         hours = needed * self.run_seconds / 3600
         return head + f"too few runs to show it: replay >= {needed} runs, about {hours:.1f}h of history)"

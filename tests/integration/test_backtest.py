@@ -120,7 +120,7 @@ def test_one_bad_stable_pod_shows_false_rollbacks(history: tuple[str, float, flo
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["false_rollbacks"] >= report["judged"] - 1 > 0
     assert report["per_metric"]["errors"]["failed"] > 0
-    assert "raise tolerance, lower alpha, check overdispersion" in report["verdict"]
+    assert "raise spread: healthy pods differ by more than it allows" in report["verdict"]
 
 
 def test_template_that_cannot_be_rewritten_is_refused(history: tuple[str, float, float]) -> None:

@@ -256,7 +256,7 @@ def test_a_a_replay_with_one_bad_pod_shows_false_rollbacks() -> None:
     report = backtest(TEMPLATE, fake, CTX, 1000.0, 1000.0 + 3 * 120, 120.0)
     assert report.count("Failed") == 3
     assert report.per_metric()["errors"]["failed"] == 3
-    assert "raise tolerance, lower alpha, check overdispersion" in report.verdict()
+    assert "raise spread: healthy pods differ by more than it allows" in report.verdict()
     assert report.runs[0].message.startswith("errors: canary")
 
 
