@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -68,6 +69,8 @@ from .windows import MAX_COUNT, CountWindow
 
 FloatArray = npt.NDArray[np.float64]
 
+ALMOST_ALL = 0.99
+"""Both arms counting at least this share of requests as events means the events query is wrong."""
 MIN_WINDOWS_FOR_PASS = 3
 """A PASS on one or two windows would rest on whatever happened in a few seconds; never do that."""
 
@@ -110,6 +113,31 @@ class JudgeSettings:
     event_noun: str = "errors"
     direction: Literal["increase", "decrease", "either"] = "increase"
     """Which way the canary may not move: ``decrease`` fails on r < 1/tolerance, ``either`` on both sides."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0.0 < self.alpha < 1.0:
+            problems.append(f"alpha {self.alpha} must be in (0, 1)")
+        if not (isinstance(self.metric_count, int) and self.metric_count >= 1):
+            problems.append(f"metric_count {self.metric_count} must be a whole number >= 1")
+        for field_name in ("tolerance", "spread"):
+            value = getattr(self, field_name)
+            if not (math.isfinite(value) and value >= 1.0):
+                problems.append(f"{field_name} {value} must be a finite number >= 1")
+        if not (math.isfinite(self.max_ratio) and self.max_ratio > 1.0):
+            problems.append(f"max_ratio {self.max_ratio} must be a finite number > 1")
+        if self.pass_below_rate is not None and not 0.0 < self.pass_below_rate < 1.0:
+            problems.append(f"pass_below_rate {self.pass_below_rate} must be in (0, 1)")
+        if self.pass_below_rate is not None and self.direction != "increase":
+            problems.append("pass_below_rate applies only to direction 'increase'")
+        if self.direction not in ("increase", "decrease", "either"):
+            problems.append(f"direction {self.direction!r} must be 'increase', 'decrease' or 'either'")
+        if not 0.0 < self.expected_canary_share < 1.0 or not 0.0 < self.srm_tolerance < 1.0:
+            problems.append("expected_canary_share and srm_tolerance must be in (0, 1)")
+        if not (self.min_events >= 0 and self.min_duration_seconds >= 0.0):
+            problems.append("min_events and min_duration_seconds must be >= 0")
+        if problems:
+            raise ValueError("invalid JudgeSettings: " + "; ".join(problems))
 
     @property
     def threshold(self) -> float:
@@ -321,9 +349,8 @@ def judge(
     name: str, windows: Sequence[CountWindow], settings: JudgeSettings, *, window_note: str = ""
 ) -> MetricVerdict:
     """Pass, Fail or Inconclusive for one metric from all its windows so far (never raises on data)."""
-    valid = [w for w in windows if _valid(w)]
-    dropped = len(windows) - len(valid)
-    note = window_note or (f"{dropped} invalid windows ignored" if dropped else "")
+    valid, ignored = _usable(windows)
+    note = "; ".join(part for part in (window_note, ignored) if part)
     threshold = settings.threshold
     if not valid:
         reason = "no usable data yet" + (f" ({note})" if note else "")
@@ -352,14 +379,15 @@ def judge(
         ratio_low=low, ratio_high=high, e_value=e_value, threshold=threshold,
         sample_ratio_mismatch=srm, srm_e_value=srm_e,
     )
+    ratio_text = "n/a (no events)" if xc + xb == 0 else _num(ratio)
     comparison = (
         f"canary {_pct(canary_rate)} vs baseline {_pct(baseline_rate)} {settings.event_noun}, "
-        f"ratio {_num(ratio)} [{_num(low)}, {_num(high)}]"
+        f"ratio {ratio_text} [{_num(low)}, {_num(high)}]"
     )
-    if xc == nc and xb == nb:
+    if nc and nb and xc >= ALMOST_ALL * nc and xb >= ALMOST_ALL * nb:
         reason = (
-            f"every request counted as an event ({xc} of {nc} canary, {xb} of {nb} baseline): "
-            "check that the events query filters bad events"
+            f"{ALMOST_ALL:.0%} or more of requests counted as events on both arms ({xc} of {nc} canary, "
+            f"{xb} of {nb} baseline): check that the events query selects only bad requests"
         )
         return MetricVerdict(verdict="Inconclusive", reason=reason, **figures)
     if log_e_max >= math.log(threshold):
@@ -382,6 +410,8 @@ def judge(
         missing.append(f"lower bound {_num(low)} < 1/maxRatio {_num(1.0 / settings.max_ratio)}")
     if xc + xb < settings.min_events:
         missing.append(f"{xc + xb} of {settings.min_events} events")
+        if xc + xb == 0 and settings.pass_below_rate is None and settings.direction == "increase":
+            missing[-1] += " (none on either arm: set passBelowRate to pass on the canary's own rate)"
     rare = ""
     if settings.pass_below_rate is not None and missing:
         rate_high = rate_upper_bound(xc, nc, threshold)
@@ -401,7 +431,7 @@ def judge(
             "decrease": f"lower bound >= 1/maxRatio {_num(1.0 / settings.max_ratio)}",
             "either": f"bounds within [1/maxRatio, maxRatio] for maxRatio {_num(settings.max_ratio)}",
         }[settings.direction]
-        reason = rare or f"{comparison}, {bounds}"
+        reason = (rare or f"{comparison}, {bounds}") + (f" ({note})" if note else "")
         return MetricVerdict(verdict="Pass", reason=reason, **figures)
     reason = f"{comparison}, e-value {_num(e_value)} < {_num(threshold)}; not yet: " + ", ".join(missing)
     if note:
@@ -409,16 +439,40 @@ def judge(
     return MetricVerdict(verdict="Inconclusive", reason=reason, **figures)
 
 
-def _valid(window: CountWindow) -> bool:
+def _usable(windows: Sequence[CountWindow]) -> tuple[list[CountWindow], str]:
+    """The windows the judge can use, in order, and a note on the ones it ignored and why."""
+    kept: list[CountWindow] = []
+    causes: dict[str, int] = {}
+    for window in windows:
+        cause = _problem(window)
+        if cause is None and kept and window.start < kept[-1].end:
+            cause = "overlapping an earlier window"
+        if cause is None:
+            kept.append(window)
+        else:
+            causes[cause] = causes.get(cause, 0) + 1
+    ignored = sum(causes.values())
+    note = f"{ignored} windows ignored: " + ", ".join(f"{n} {cause}" for cause, n in causes.items()) if ignored else ""
+    return kept, note
+
+
+def _problem(window: CountWindow) -> str | None:
     counts = (window.canary_requests, window.baseline_requests, window.canary_events, window.baseline_events)
-    return (
-        all(isinstance(c, int) and 0 <= c <= MAX_COUNT for c in counts)
-        and window.canary_events <= window.canary_requests
-        and window.baseline_events <= window.baseline_requests
-        and window.canary_requests + window.baseline_requests > 0
-        and math.isfinite(window.end - window.start)
-        and window.end > window.start
-    )
+    if not all(_whole(c) and 0 <= c <= MAX_COUNT for c in counts):
+        return f"with counts that are not whole numbers in [0, {MAX_COUNT:.0e}]"
+    if window.canary_events > window.canary_requests or window.baseline_events > window.baseline_requests:
+        return "with more events than requests"
+    if not (math.isfinite(window.start) and math.isfinite(window.end) and window.end > window.start):
+        return "with a bad time range"
+    if window.canary_requests + window.baseline_requests == 0:
+        return "without traffic"
+    return None
+
+
+def _whole(count: object) -> bool:
+    if isinstance(count, numbers.Integral):
+        return True
+    return isinstance(count, float) and count.is_integer()
 
 
 def _arrays(windows: Sequence[CountWindow]) -> _Arrays:

@@ -359,3 +359,43 @@ def test_rate_upper_bound_covers_the_true_rate_at_every_look() -> None:
     assert misses <= 300 * (1 / 200) + 3
     assert rate_upper_bound(0, 0, 200) == 1.0
     assert rate_upper_bound(0, 10_000, 200) < rate_upper_bound(0, 1_000, 200) < 0.02
+
+
+def _same(count: int, nc: float, nb: float, xc: float, xb: float, start: float = 0.0) -> list[CountWindow]:
+    return [CountWindow(start + i * WINDOW, start + (i + 1) * WINDOW, nc, nb, xc, xb) for i in range(count)]  # type: ignore[arg-type]
+
+
+def test_settings_that_cannot_be_judged_are_refused_up_front() -> None:
+    for bad in (dict(alpha=0), dict(alpha=2), dict(alpha=float("nan")), dict(spread=0.5), dict(tolerance=float("nan")),
+                dict(max_ratio=1.0), dict(metric_count=0), dict(direction="up"),
+                dict(pass_below_rate=0.01, direction="either")):
+        with pytest.raises(ValueError, match="invalid JudgeSettings: "):
+            JudgeSettings(**{"alpha": 0.01, **bad})  # type: ignore[arg-type]
+
+
+def test_repeated_or_overlapping_windows_count_once() -> None:
+    repeated = [CountWindow(0, 10, 500, 500, 10, 10)] * 60
+    verdict = judge("errors", repeated, TWO_METRICS)
+    assert verdict.windows == 1 and verdict.verdict == "Inconclusive"
+    assert "59 windows ignored: 59 overlapping an earlier window" in verdict.reason
+
+
+def test_ignored_windows_are_named_even_in_a_pass() -> None:
+    whole_floats = _same(30, 500.0, 500.0, 10.0, 10.0)
+    assert judge("errors", whole_floats, TWO_METRICS).windows == 30
+    mixed = _same(30, 500, 500, 10, 10) + _same(30, 500.5, 500, 10, 10, start=300)
+    verdict = judge("errors", mixed, TWO_METRICS)
+    assert "30 windows ignored: 30 with counts that are not whole numbers" in verdict.reason
+
+
+def test_almost_every_request_an_event_is_a_query_problem_not_a_pass() -> None:
+    verdict = judge("errors", _same(60, 1000, 1000, 999, 999), TWO_METRICS)
+    assert verdict.verdict == "Inconclusive"
+    assert "99% or more of requests counted as events on both arms" in verdict.reason
+
+
+def test_no_events_on_either_arm_says_so_and_points_at_pass_below_rate() -> None:
+    verdict = judge("errors", _same(60, 500, 500, 0, 0), TWO_METRICS)
+    assert verdict.verdict == "Inconclusive"
+    assert "ratio n/a (no events)" in verdict.reason
+    assert "set passBelowRate to pass on the canary's own rate" in verdict.reason
