@@ -63,6 +63,11 @@ class BacktestError(Exception):
 
 # ----------------------------------------------------------------------------- pure parts
 
+_LAST_TIMESTAMP = 253402300799.0
+"""9999-12-31T23:59:59Z."""
+MAX_RUNS = 20_000
+"""More runs than this is a typo in --from (a whole month of 10-minute runs is about 4,300)."""
+
 
 def parse_time(text: str, now: float, flag: str = "time") -> float:
     """Unix seconds from RFC 3339 (``2026-01-02T03:04:05Z``), unix seconds, ``now``, ``-6h`` or ``now-90m``.
@@ -75,9 +80,9 @@ def parse_time(text: str, now: float, flag: str = "time") -> float:
         return now
     if relative is not None:
         units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-        return now - float(relative.group(1)) * units[relative.group(2)]
+        return _in_range(now - float(relative.group(1)) * units[relative.group(2)], text, flag)
     if re.fullmatch(r"\d+(?:\.\d+)?", value):
-        return float(value)
+        return _in_range(float(value), text, flag)
     try:
         parsed = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError:
@@ -88,6 +93,23 @@ def parse_time(text: str, now: float, flag: str = "time") -> float:
     if parsed.tzinfo is None:
         raise BacktestError(f"{flag}: {text!r} has no time zone: add Z for UTC or an offset such as +02:00")
     return parsed.timestamp()
+
+
+def _in_range(timestamp: float, text: str, flag: str) -> float:
+    if not 0.0 <= timestamp <= _LAST_TIMESTAMP:
+        raise BacktestError(f"{flag}: {text!r} is before 1970 or after 9999; give a time within your history")
+    return timestamp
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 floats such as ``1e-3`` as numbers, as the Kubernetes API does."""
+
+
+Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 def default_run_length(template: AnalysisTemplateSpec) -> float:
@@ -607,7 +629,7 @@ def backtest(
 def load_template(text: str, source: str) -> tuple[str, AnalysisTemplateSpec]:
     """The name and spec of the one AnalysisTemplate in YAML ``text`` (a whole object, or just its spec)."""
     try:
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        documents = [doc for doc in yaml.load_all(text, Loader=Yaml12Loader) if doc is not None]
     except yaml.YAMLError as exc:
         raise BacktestError(f"{source} is not valid YAML: {exc}") from None
     templates = [doc for doc in documents if isinstance(doc, dict) and doc.get("kind") == "AnalysisTemplate"]
@@ -718,11 +740,16 @@ def backtest_command(
     clock = datetime.now(UTC).timestamp() if now is None else now
     first, last = parse_time(start, clock, "--from"), parse_time(end, clock, "--to")
     if last > clock + 1:
-        raise BacktestError(f"--to {end} ({_iso(last)}) is in the future; history ends now")
+        raise BacktestError(f"--to {end} is in the future ({_iso(last)}); use --to now or an earlier time")
     try:
         run_seconds = default_run_length(template) if run_length is None else parse_duration(run_length)
     except ValueError as exc:
         raise BacktestError(f"--run-length: {exc}") from None
+    if (last - first) / run_seconds > MAX_RUNS:
+        raise BacktestError(
+            f"--from/--to span {(last - first) / run_seconds:.0f} runs of {run_seconds:g}s, more than {MAX_RUNS}; "
+            "narrow the range or raise --run-length"
+        )
     provider = PrometheusProvider(address, timeout_seconds=parse_duration(template.provider.prometheus.timeout))
     try:
         report = backtest(template, provider, ctx, first, last, run_seconds,

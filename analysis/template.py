@@ -132,11 +132,6 @@ class MetricSpec(_Model):
             raise ValueError(
                 f"metric {self.name!r} needs exactly one of 'errors' or 'latency' (found {kinds or 'none'})"
             )
-        if self.pass_below_rate is not None and self.direction != "increase":
-            raise ValueError(
-                f"metric {self.name!r}: passBelowRate applies only to direction: increase "
-                f"(a low canary rate says nothing about a {self.direction})"
-            )
         return self
 
     def query_texts(self) -> list[str]:
@@ -165,7 +160,7 @@ class ScoreThresholds(_Model):
     @model_validator(mode="after")
     def _ordered(self) -> ScoreThresholds:
         if self.marginal > self.pass_:
-            raise ValueError(f"scoreThresholds.marginal {self.marginal:g} is above scoreThresholds.pass {self.pass_:g}")
+            raise ValueError(f"marginal {self.marginal:g} is above pass {self.pass_:g}")
         return self
 
 
@@ -199,9 +194,15 @@ class AnalysisTemplateSpec(_Model):
 
     def _check_judge_fields(self) -> None:
         for index, metric in enumerate(self.metrics):
-            if self.judge == "mannWhitney" and metric.pass_below_rate is not None:
+            if metric.pass_below_rate is None:
+                continue
+            where = f"spec.metrics[{index}].passBelowRate (metric {metric.name!r})"
+            if self.judge == "mannWhitney":
+                raise ValueError(f"{where} applies only to judge: sequential; remove it")
+            if metric.direction != "increase":
                 raise ValueError(
-                    f"spec.metrics[{index}].passBelowRate (metric {metric.name!r}) applies only to judge: sequential"
+                    f"{where} applies only to direction: increase (a low canary rate cannot show a "
+                    f"'{metric.direction}' is safe); remove it or set direction: increase"
                 )
         if self.judge != "mannWhitney":
             if self.confidence is not None:
@@ -268,6 +269,8 @@ def validation_problem(exc: ValidationError, root: str = "spec") -> str:
         message = "is required"
     elif first["type"] == "extra_forbidden":
         message = "is not a known field (check the spelling)"
+    elif first["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        message = "should be a mapping of fields (key: value)"
     if message.startswith(where + ".") or message.startswith(where + ":"):
         return message
     return f"{where}: {message}"

@@ -298,6 +298,8 @@ def test_template_loading_and_command_input_errors() -> None:
         ("", "tolerance: 0.5, ", r"^t.yaml: spec.metrics\[0\].tolerance: "),
         ("", "tolernce: 2, ", r"^t.yaml: spec.metrics\[0\].tolernce: is not a known field"),
         ("alpha: 2, ", "", r"^t.yaml: spec.alpha: "),
+        ("scoreThresholds: {pass: 50, marginal: 90}, ", "", r"^t.yaml: spec.scoreThresholds: marginal 90 is above"),
+        ("", "passBelowRate: 2e-1, direction: either, ", r"^t.yaml: spec.metrics\[0\].passBelowRate \(metric 'e'\)"),
     ]:
         with pytest.raises(BacktestError, match=message):
             load_template(f"kind: AnalysisTemplate\nspec: {{{spec_fields}metrics: [{{name: e, {metric_fields}"
@@ -323,9 +325,15 @@ def test_template_loading_and_command_input_errors() -> None:
     with pytest.raises(BacktestError, match=r"^--to: '2024-01-02T03:04:05' has no time zone"):
         backtest_command("-", prometheus="http://x", start="-1h", end="2024-01-02T03:04:05", namespace="shop",
                          name="web", args=[], run_length=None, stdin=io.StringIO(yaml_text))
-    with pytest.raises(BacktestError, match="is in the future"):
-        backtest_command("-", prometheus="http://x", start="-1h", end="100", namespace="shop", name="web",
-                         args=[], run_length=None, stdin=io.StringIO(yaml_text), now=0.0)
+    with pytest.raises(BacktestError, match=r"^--from: '99999999999999999999' is before 1970 or after 9999"):
+        backtest_command("-", prometheus="http://x", start="99999999999999999999", end="now", namespace="shop",
+                         name="web", args=[], run_length=None, stdin=io.StringIO(yaml_text))
+    with pytest.raises(BacktestError, match=r"^--from/--to span \d+ runs of 600s, more than 20000; narrow the range"):
+        backtest_command("-", prometheus="http://x", start="0", end="now", namespace="shop", name="web",
+                         args=[], run_length=None, stdin=io.StringIO(yaml_text))
+    with pytest.raises(BacktestError, match=r"is in the future .*; use --to now or an earlier time"):
+        backtest_command("-", prometheus="http://x", start="-1h", end="100000", namespace="shop", name="web",
+                         args=[], run_length=None, stdin=io.StringIO(yaml_text), now=10_000.0)
 
 
 def test_no_stable_data_points_at_the_context() -> None:
