@@ -145,7 +145,8 @@ class Sandbox(StartStop):
                 await gateway_api.install_httproute_crd(session, api_url)
             apiserver.write_kubeconfig(self.kubeconfig_path, api_url, self.namespace)
             prometheus = PrometheusServer(
-                sd_file=self.state_dir / "targets.json", scrape_interval_s=self.scrape_interval_s
+                sd_file=self.state_dir / "targets.json", scrape_interval_s=self.scrape_interval_s,
+                work_root=self.state_dir,
             )
             self._prometheus = await self._stack.enter_async_context(prometheus)
             simulator = WorkloadSimulator(api_url, prometheus.sd_file, log_dir=self.state_dir / "logs")

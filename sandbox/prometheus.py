@@ -76,8 +76,11 @@ class PrometheusServer(StartStop):
         scrape_interval_s: float = 1.0,
         binary: str = "prometheus",
         ready_timeout_s: float = 30.0,
+        work_root: Path | None = None,
     ) -> None:
+        """``work_root``: where its temp dir goes (default: the system's); a killed owner leaves it there."""
         self.scrape_interval_s = scrape_interval_s
+        self._work_root = work_root
         self.ready_timeout_s = ready_timeout_s
         self._binary = binary
         self._requested_sd_file = sd_file
@@ -108,7 +111,9 @@ class PrometheusServer(StartStop):
     async def start(self) -> None:
         """Write config, start the binary, and wait until /-/ready answers 200."""
         binary_path = find_prometheus_binary(self._binary)
-        self._work_dir = Path(tempfile.mkdtemp(prefix="siskin-prometheus-"))
+        if self._work_root is not None:
+            self._work_root.mkdir(parents=True, exist_ok=True)
+        self._work_dir = Path(tempfile.mkdtemp(prefix="siskin-prometheus-", dir=self._work_root))
         self.sd_file = self._requested_sd_file or self._work_dir / "targets.json"
         if not self.sd_file.exists():
             self.sd_file.parent.mkdir(parents=True, exist_ok=True)

@@ -199,7 +199,7 @@ SIMULATOR_CHILD = textwrap.dedent("""
 
     async def main() -> None:
         work = Path(sys.argv[2])
-        async with PrometheusServer(sd_file=work / "targets.json") as prom:
+        async with PrometheusServer(sd_file=work / "targets.json", work_root=work) as prom:
             async with WorkloadSimulator(sys.argv[1], prom.sd_file, log_dir=work):
                 print("ready", flush=True)
                 await asyncio.sleep(3600)
