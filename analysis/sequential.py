@@ -406,6 +406,11 @@ def judge(
     missing: list[str] = []
     if settings.direction != "decrease" and (high is None or high > settings.max_ratio):
         missing.append(f"upper bound {_num(high)} > maxRatio {_num(settings.max_ratio)}")
+        if low > settings.max_ratio:  # shown worse than maxRatio, yet inside what tolerance and spread allow
+            missing[-1] += (
+                f"; the canary is shown above maxRatio but within tolerance {_num(settings.tolerance)} x spread "
+                f"{_num(settings.spread)}: lower spread or tolerance to fail such a canary"
+            )
     if settings.direction != "increase" and low < 1.0 / settings.max_ratio:
         missing.append(f"lower bound {_num(low)} < 1/maxRatio {_num(1.0 / settings.max_ratio)}")
     if xc + xb < settings.min_events:

@@ -399,3 +399,10 @@ def test_no_events_on_either_arm_says_so_and_points_at_pass_below_rate() -> None
     assert verdict.verdict == "Inconclusive"
     assert "ratio n/a (no events)" in verdict.reason
     assert "set passBelowRate to pass on the canary's own rate" in verdict.reason
+
+
+def test_a_canary_stuck_between_max_ratio_and_spread_is_explained() -> None:
+    loose = JudgeSettings(alpha=0.01, metric_count=2, spread=5.0, max_ratio=2.0)
+    verdict = judge("errors", _same(300, 5000, 5000, 300, 100), loose)
+    assert verdict.verdict == "Inconclusive"
+    assert "shown above maxRatio but within tolerance 1 x spread 5: lower spread or tolerance" in verdict.reason
