@@ -92,7 +92,11 @@ def parse_time(text: str, now: float, flag: str = "time") -> float:
         ) from None
     if parsed.tzinfo is None:
         raise BacktestError(f"{flag}: {text!r} has no time zone: add Z for UTC or an offset such as +02:00")
-    return parsed.timestamp()
+    try:
+        timestamp = parsed.timestamp()
+    except (OverflowError, ValueError, OSError):
+        timestamp = math.inf
+    return _in_range(timestamp, text, flag)
 
 
 def _in_range(timestamp: float, text: str, flag: str) -> float:

@@ -31,7 +31,10 @@ weights are handled exactly because every window keeps its own ``rho_i``:
   averaged over the spread, it is a nonnegative martingale in the counts, so by
   Ville's inequality P(ever E_t >= M / alpha) <= alpha / M. ``spread: 1`` makes
   the null a point at ``tolerance`` (a hard boundary). FAIL is sticky: the judge
-  uses the largest ``E_t`` over every prefix of the windows.
+  uses the largest ``E_t`` over every prefix of the windows. As data grow, both
+  mixtures concentrate on the true ratio and ``E_t`` tends to the ratio of their
+  weights there, so ratios healthy pods could plausibly show never fail (with
+  spread 1.2 and M / alpha = 200: below about 1.4); ``maxRatio`` passes them.
 - Direction. ``decrease`` runs the same test with canary and baseline swapped
   (H0: r >= 1 / tolerance); ``either`` averages the two one-sided e-processes,
   which splits alpha evenly between the sides and stays anytime-valid (an
@@ -115,10 +118,23 @@ class JudgeSettings:
     """Which way the canary may not move: ``decrease`` fails on r < 1/tolerance, ``either`` on both sides."""
 
     def __post_init__(self) -> None:
+        for field_name in ("alpha", "tolerance", "spread", "max_ratio", "min_duration_seconds",
+                           "expected_canary_share", "srm_tolerance", "pass_below_rate"):
+            value = getattr(self, field_name)
+            if value is None and field_name == "pass_below_rate":
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"invalid JudgeSettings: {field_name} {value!r} must be a number")
+            object.__setattr__(self, field_name, float(value))
+        for field_name in ("metric_count", "min_events"):
+            value = getattr(self, field_name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"invalid JudgeSettings: {field_name} {value!r} must be a whole number")
+            object.__setattr__(self, field_name, int(value))
         problems = []
         if not 0.0 < self.alpha < 1.0:
             problems.append(f"alpha {self.alpha} must be in (0, 1)")
-        if not (isinstance(self.metric_count, int) and self.metric_count >= 1):
+        if self.metric_count < 1:
             problems.append(f"metric_count {self.metric_count} must be a whole number >= 1")
         for field_name in ("tolerance", "spread"):
             value = getattr(self, field_name)
@@ -134,8 +150,8 @@ class JudgeSettings:
             problems.append(f"direction {self.direction!r} must be 'increase', 'decrease' or 'either'")
         if not 0.0 < self.expected_canary_share < 1.0 or not 0.0 < self.srm_tolerance < 1.0:
             problems.append("expected_canary_share and srm_tolerance must be in (0, 1)")
-        if not (self.min_events >= 0 and self.min_duration_seconds >= 0.0):
-            problems.append("min_events and min_duration_seconds must be >= 0")
+        if not (self.min_events >= 0 and 0.0 <= self.min_duration_seconds < math.inf):
+            problems.append("min_events and min_duration_seconds must be >= 0 and finite")
         if problems:
             raise ValueError("invalid JudgeSettings: " + "; ".join(problems))
 
@@ -406,10 +422,10 @@ def judge(
     missing: list[str] = []
     if settings.direction != "decrease" and (high is None or high > settings.max_ratio):
         missing.append(f"upper bound {_num(high)} > maxRatio {_num(settings.max_ratio)}")
-        if low > settings.max_ratio:  # shown worse than maxRatio, yet inside what tolerance and spread allow
+        if low > settings.max_ratio:  # shown worse than maxRatio, yet the spread keeps the evidence under threshold
             missing[-1] += (
-                f"; the canary is shown above maxRatio but within tolerance {_num(settings.tolerance)} x spread "
-                f"{_num(settings.spread)}: lower spread or tolerance to fail such a canary"
+                f"; the canary is shown above maxRatio, but spread {_num(settings.spread)} lets healthy pods differ "
+                "so much that the evidence may never reach the threshold: lower spread or tolerance"
             )
     if settings.direction != "increase" and low < 1.0 / settings.max_ratio:
         missing.append(f"lower bound {_num(low)} < 1/maxRatio {_num(1.0 / settings.max_ratio)}")
@@ -448,7 +464,7 @@ def _usable(windows: Sequence[CountWindow]) -> tuple[list[CountWindow], str]:
     """The windows the judge can use, in order, and a note on the ones it ignored and why."""
     kept: list[CountWindow] = []
     causes: dict[str, int] = {}
-    for window in windows:
+    for window in sorted(windows, key=_start_or_inf):
         cause = _problem(window)
         if cause is None and kept and window.start < kept[-1].end:
             cause = "overlapping an earlier window"
@@ -457,8 +473,14 @@ def _usable(windows: Sequence[CountWindow]) -> tuple[list[CountWindow], str]:
         else:
             causes[cause] = causes.get(cause, 0) + 1
     ignored = sum(causes.values())
-    note = f"{ignored} windows ignored: " + ", ".join(f"{n} {cause}" for cause, n in causes.items()) if ignored else ""
+    listed = ", ".join(f"{n} {cause}" for cause, n in causes.items())
+    note = f"{ignored} window{'s' if ignored != 1 else ''} ignored: {listed}" if ignored else ""
     return kept, note
+
+
+def _start_or_inf(window: CountWindow) -> float:
+    start = window.start
+    return float(start) if isinstance(start, numbers.Real) and math.isfinite(start) else math.inf
 
 
 def _problem(window: CountWindow) -> str | None:

@@ -60,7 +60,8 @@ class _Model(BaseModel):
     """Base: camelCase aliases as in the YAML, unknown fields rejected."""
 
     model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True, strict=True
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True, strict=True,
+        allow_inf_nan=False,
     )
 
 
@@ -194,6 +195,12 @@ class AnalysisTemplateSpec(_Model):
 
     def _check_judge_fields(self) -> None:
         for index, metric in enumerate(self.metrics):
+            if self.judge == "sequential" and metric.spread >= metric.max_ratio:
+                raise ValueError(
+                    f"spec.metrics[{index}].spread {metric.spread:g} (metric {metric.name!r}) is not below its "
+                    f"maxRatio {metric.max_ratio:g}: a canary between them could neither pass nor fail; lower "
+                    "spread or raise maxRatio"
+                )
             if metric.pass_below_rate is None:
                 continue
             where = f"spec.metrics[{index}].passBelowRate (metric {metric.name!r})"
@@ -201,8 +208,8 @@ class AnalysisTemplateSpec(_Model):
                 raise ValueError(f"{where} applies only to judge: sequential; remove it")
             if metric.direction != "increase":
                 raise ValueError(
-                    f"{where} applies only to direction: increase (a low canary rate cannot show a "
-                    f"'{metric.direction}' is safe); remove it or set direction: increase"
+                    f"{where} applies only to direction: increase (a low canary rate says nothing about "
+                    f"direction {metric.direction}); remove it or set direction: increase"
                 )
         if self.judge != "mannWhitney":
             if self.confidence is not None:

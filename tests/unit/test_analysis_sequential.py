@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -405,4 +406,19 @@ def test_a_canary_stuck_between_max_ratio_and_spread_is_explained() -> None:
     loose = JudgeSettings(alpha=0.01, metric_count=2, spread=5.0, max_ratio=2.0)
     verdict = judge("errors", _same(300, 5000, 5000, 300, 100), loose)
     assert verdict.verdict == "Inconclusive"
-    assert "shown above maxRatio but within tolerance 1 x spread 5: lower spread or tolerance" in verdict.reason
+    assert "shown above maxRatio, but spread 5 lets healthy pods differ so much" in verdict.reason
+
+
+def test_windows_out_of_time_order_are_judged_in_order() -> None:
+    bad = simulate(60, 50, 0.12, 0.02, 4)
+    in_order, reversed_order = judge("errors", bad, TWO_METRICS), judge("errors", bad[::-1], TWO_METRICS)
+    assert in_order.verdict == reversed_order.verdict == "Fail"
+    assert reversed_order.windows == 60
+
+
+def test_settings_of_the_wrong_type_are_refused_and_numbers_are_coerced() -> None:
+    for bad in (dict(alpha="0.05"), dict(alpha=None), dict(metric_count=2.5), dict(min_duration_seconds=math.inf)):
+        with pytest.raises(ValueError, match="invalid JudgeSettings: "):
+            JudgeSettings(**{"alpha": 0.01, **bad})  # type: ignore[arg-type]
+    coerced = JudgeSettings(alpha=Fraction(1, 20), metric_count=np.int64(2))  # type: ignore[arg-type]
+    assert judge("errors", simulate(30, 50, 0.12, 0.02, 1), coerced).verdict == "Fail"

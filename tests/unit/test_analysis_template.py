@@ -126,6 +126,11 @@ def test_judge_specific_fields_are_named_when_misplaced() -> None:
         AnalysisTemplateSpec.model_validate({**base, "confidence": 0.9})
     with pytest.raises(ValidationError, match=r"spec\.groups\.latency: no metric has group"):
         AnalysisTemplateSpec.model_validate({**base, "groups": {"latency": 10}})
+    with pytest.raises(ValidationError, match=r"spec.metrics\[0\].spread 2 \(metric 'errors'\) is not below its "
+                       r"maxRatio 1.5: .*; lower spread or raise maxRatio"):
+        AnalysisTemplateSpec.model_validate({"metrics": [{**base["metrics"][0], "spread": 2.0}]})
+    with pytest.raises(ValidationError, match=r"Input should be a finite number"):
+        AnalysisTemplateSpec.model_validate({"metrics": [{**base["metrics"][0], "tolerance": float("nan")}]})
     with pytest.raises(ValidationError, match=r"marginal 90 is above pass 80"):
         AnalysisTemplateSpec.model_validate({**base, "scoreThresholds": {"pass": 80, "marginal": 90}})
     spec = AnalysisTemplateSpec.model_validate(
