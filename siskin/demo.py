@@ -30,7 +30,7 @@ from siskin.display import metric_lines, progress_line, table
 
 NAMESPACE = "default"
 ROLLOUT = "podinfo"
-ROLLOUT_TIMEOUT_S = 210.0
+ROLLOUT_TIMEOUT_S = 300.0
 
 # The versions rolled out after v1: their environment drives the demo service.
 VERSIONS: list[tuple[str, dict[str, str], str]] = [

@@ -32,7 +32,7 @@ pytestmark = [
 
 ROLLOUT = "podinfo"
 ROUTE = "podinfo"
-ROLLOUT_TIMEOUT_S = 150.0
+ROLLOUT_TIMEOUT_S = 240.0
 
 
 @pytest.fixture(scope="module")
