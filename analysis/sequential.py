@@ -291,11 +291,16 @@ def log_directed_e_process(
     tolerance: float,
     direction: Literal["increase", "decrease", "either"],
     spread: float = 1.2,
+    inflation: FloatArray | None = None,
 ) -> FloatArray:
-    """log E_t of the fail test in ``direction`` (see the module docstring) after each window."""
+    """log E_t of the fail test in ``direction`` (see the module docstring) after each window.
+
+    ``inflation``: the windows' :func:`burst_inflation`, when the caller has it already.
+    """
     arrays = _arrays(windows)
     events, share = arrays.events, arrays.canary_share
-    inflation = burst_inflation(arrays.canary_events, events, share)
+    if inflation is None:
+        inflation = burst_inflation(arrays.canary_events, events, share)
     up = log_fail_mixture(arrays.canary_events, events, share, tolerance, spread, inflation)
     if direction == "increase":
         return up
@@ -322,7 +327,9 @@ def log_srm_e_process(
     return result
 
 
-def confidence_sequence(windows: Sequence[CountWindow], level_threshold: float) -> tuple[float, float | None]:
+def confidence_sequence(
+    windows: Sequence[CountWindow], level_threshold: float, inflation: FloatArray | None = None
+) -> tuple[float, float | None]:
     """Bounds (low, high) on the ratio, valid at every look with error <= 1 / level_threshold.
 
     ``high`` is ``None`` when the data cannot bound the ratio (no baseline events).
@@ -331,7 +338,8 @@ def confidence_sequence(windows: Sequence[CountWindow], level_threshold: float) 
     if arrays.seconds.size == 0:
         return 0.0, None
     share, events = arrays.canary_share, arrays.events
-    inflation = burst_inflation(arrays.canary_events, events, share)
+    if inflation is None:
+        inflation = burst_inflation(arrays.canary_events, events, share)
     loglik_cand = _final_loglik(arrays.canary_events, events, share, _CANDIDATE_LOG_R, inflation)
     loglik_mix = _final_loglik(arrays.canary_events, events, share, _CS_LOG_S, inflation)
     log_mixture = float(logsumexp(loglik_mix + _CS_LOG_W))
@@ -380,13 +388,14 @@ def judge(
     ratio = canary_rate / baseline_rate if canary_rate is not None and baseline_rate else None
     analysed = float(arrays.seconds.sum())
 
-    log_e = log_directed_e_process(valid, settings.tolerance, settings.direction, settings.spread)
+    inflation = burst_inflation(arrays.canary_events, arrays.events, arrays.canary_share)
+    log_e = log_directed_e_process(valid, settings.tolerance, settings.direction, settings.spread, inflation)
     log_e_max = float(np.max(log_e))
     e_value = math.exp(min(log_e_max, math.log(_MAX_REPORTED_E)))
     log_srm = log_srm_e_process(valid, settings.expected_canary_share, settings.srm_tolerance)
     srm_e = math.exp(min(float(np.max(log_srm)), math.log(_MAX_REPORTED_E)))
     srm = float(np.max(log_srm)) >= math.log(threshold)
-    low, high = confidence_sequence(valid, threshold)
+    low, high = confidence_sequence(valid, threshold, inflation)
 
     figures = dict(
         name=name, windows=len(valid), analysed_seconds=analysed,
