@@ -303,9 +303,23 @@ def sandbox_down(state_dir: Path = DEFAULT_STATE_DIR, timeout_s: float = 20.0) -
     if is_sandbox_process(info.pid):
         print(f"The sandbox (pid {info.pid}) did not stop within {timeout_s:.0f}s; killing it.", file=sys.stderr)
     _kill_group(info.pid)
+    _wait_until_exited(info.pid, timeout_s=5.0)
     state_file.unlink(missing_ok=True)
     print(f"Sandbox stopped (pid {info.pid}).")
     return True
+
+
+def _wait_until_exited(pid: int, timeout_s: float) -> None:
+    """Wait until `pid` is gone or a zombie: an exiting process loses its cmdline before it stops running."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state in ("Z", "X"):
+            return
+        time.sleep(0.05)
 
 
 def _kill_group(pid: int) -> None:
