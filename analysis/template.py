@@ -263,14 +263,19 @@ class AnalysisTemplate(_Model):
     spec: AnalysisTemplateSpec
 
 
-def validation_problem(exc: ValidationError, root: str = "spec") -> str:
-    """``path: message`` for the first problem pydantic found; ``root`` names what was validated.
+def first_problem(exc: ValidationError, root: str = "spec") -> tuple[str, str]:
+    """``(path, message)`` of the first problem pydantic found, in the manifest's own terms.
 
-    Messages from validators that already name their field (``spec.groups: ...``) are not prefixed twice.
+    ``root`` names what was validated; pydantic's internal location parts
+    (``function-after``, ``list[...]``) are left out of the path.
     """
     first = exc.errors(include_url=False)[0]
-    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
-    where = (root + path).lstrip(".") or "the template"
+    path = root
+    for part in first["loc"]:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not part.startswith(("function-", "list[", "dict[")):
+            path += f".{part}"
     message = str(first["msg"]).removeprefix("Value error, ")
     if first["type"] == "missing":
         message = "is required"
@@ -278,6 +283,13 @@ def validation_problem(exc: ValidationError, root: str = "spec") -> str:
         message = "is not a known field (check the spelling)"
     elif first["type"] in ("model_type", "model_attributes_type", "dict_type"):
         message = "should be a mapping of fields (key: value)"
+    return path.lstrip("."), message
+
+
+def validation_problem(exc: ValidationError, root: str = "spec") -> str:
+    """``path: message`` for the first problem; a validator's message that names its own field is not prefixed."""
+    where, message = first_problem(exc, root)
+    where = where or "the template"
     if message.startswith(where + ".") or message.startswith(where + ":"):
         return message
     return f"{where}: {message}"

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from siskin.analysis.template import first_problem
 
 GROUP = "siskin.dev"
 VERSION = "v1alpha1"
@@ -200,30 +201,13 @@ class SpecError(BaseModel):
         return f"{self.field}: {self.message}" if self.field else self.message
 
 
-def _error_path(location: tuple[int | str, ...]) -> str:
-    path = "spec"
-    for part in location:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part in ("function-after", "function-before") or part.startswith(("function-", "list[", "dict[")):
-            continue
-        else:
-            path += f".{part}"
-    return path
-
-
 def parse_spec(raw: dict[str, Any] | None) -> RolloutSpec | SpecError:
     """Validate a Rollout's spec; the first problem comes back as a :class:`SpecError`."""
     try:
         return RolloutSpec.model_validate(raw or {})
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        message = str(first["msg"]).removeprefix("Value error, ")
-        if first["type"] == "missing":
-            message = "is required"
-        elif first["type"] == "extra_forbidden":
-            message = "is not a known field (check the spelling)"
-        return SpecError(field=_error_path(tuple(first["loc"])), message=message)
+        field, message = first_problem(exc)
+        return SpecError(field=field, message=message)
 
 
 def template_revision(template: dict[str, Any]) -> str:
