@@ -300,6 +300,16 @@ def _critical_failures(statuses: list[MetricRunStatus], template: AnalysisTempla
     return [s for s in statuses if s.name in critical and s.latest is not None and s.latest.verdict == "Fail"]
 
 
+def _measurement_errors(statuses: list[MetricRunStatus], limits: dict[str, MetricSpec]) -> str:
+    """Reasons of the metrics that could not be measured more looks in a row than allowed ("" when none)."""
+    return "; ".join(
+        f"{_reason(s)} ({s.consecutive_errors} looks in a row could not measure, "
+        f"limit {limits[s.name].consecutive_error_limit})"
+        for s in statuses
+        if s.consecutive_errors > limits[s.name].consecutive_error_limit
+    )
+
+
 def _score_text(value: float | None) -> str:
     return "no score yet" if value is None else f"score {value:g}"
 
@@ -318,13 +328,9 @@ def _decide(
     failed = [s for s in statuses if s.failures > limits[s.name].failure_limit]
     if failed:
         return "Failed", reasons(failed)
-    errored = [s for s in statuses if s.consecutive_errors > limits[s.name].consecutive_error_limit]
+    errored = _measurement_errors(statuses, limits)
     if errored:
-        return "Error", "; ".join(
-            f"{_reason(s)} ({s.consecutive_errors} looks in a row could not measure, "
-            f"limit {limits[s.name].consecutive_error_limit})"
-            for s in errored
-        )
+        return "Error", errored
     invalid = [s for s in statuses if s.inconclusives > limits[s.name].inconclusive_limit]
     if invalid:
         return "Inconclusive", reasons(invalid)
@@ -345,13 +351,9 @@ def _decide_mann_whitney(
 ) -> tuple[RunPhase, str]:
     limits = {metric.name: metric for metric in template.metrics}
     thresholds = template.score_thresholds
-    errored = [s for s in statuses if s.consecutive_errors > limits[s.name].consecutive_error_limit]
+    errored = _measurement_errors(statuses, limits)
     if errored:
-        return "Error", "; ".join(
-            f"{_reason(s)} ({s.consecutive_errors} looks in a row could not measure, "
-            f"limit {limits[s.name].consecutive_error_limit})"
-            for s in errored
-        )
+        return "Error", errored
     critical = _critical_failures(statuses, template)
     if critical:
         named = "; ".join(_reason(s) for s in critical)
