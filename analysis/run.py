@@ -220,8 +220,8 @@ def _measure(
     if missing:
         return MetricVerdict.error(
             metric.name,
-            f"requests query returned no data for track {' and '.join(missing)}: "
-            f"is the {' and '.join(missing)} running and scraped? query: {queries.requests}",
+            f"requests query returned no data for track {' and '.join(missing)}: check that the metric name in "
+            f"the query exists and that the pods are running and scraped; query: {queries.requests}",
         )
     events: TrackSeries | None = None
     fast: TrackSeries | None = None
